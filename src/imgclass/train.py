@@ -1,0 +1,339 @@
+"""The training loop: optimiser, per-batch schedule, loss, freeze -> unfreeze, early stopping,
+checkpoints that survive a kill, and tracking.
+
+A run is a list of phases. With pretrained weights and `freeze_epochs`, phase one trains the head
+alone; phase two unfreezes and trains everything with discriminative learning rates (backbone at
+`backbone_lr_ratio` of the head's), as fastai's fine_tune does. Each phase has its own schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from imgclass import files, models
+from imgclass.checkpoint import save_checkpoint
+from imgclass.devices import resolve_device
+from imgclass.losses import balanced_class_weights, make_loss
+from imgclass.params import ModelParams, Params
+from imgclass.preprocess import Preprocessing, augmentation, batch_mixing
+from imgclass.split import load_split
+from imgclass.tracking import Tracker
+
+
+class ArrayDataset(Dataset):
+    """uint8 N x H x W x 3 images (memory-mapped) -> (uint8 3 x H x W tensor, label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, augment=None):
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
+        if self.augment is not None:
+            x = self.augment(x)
+        return x, int(self.labels[i])
+
+
+@dataclass
+class Phase:
+    name: str        # "frozen" or "unfrozen"
+    epochs: int
+
+
+def plan_phases(cfg: ModelParams) -> list[Phase]:
+    phases = [Phase("frozen", cfg.freeze_epochs)] if cfg.freeze_epochs else []
+    return phases + [Phase("unfrozen", cfg.epochs)]
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                device: torch.device) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=False, drop_last=False)
+
+
+def param_groups(model: nn.Module, cfg: ModelParams, phase: Phase) -> list[dict]:
+    head = models.head_parameters(model)
+    if phase.name == "frozen":
+        return [{"params": head, "lr": cfg.lr, "name": "head"}]
+    if cfg.weights == "none":
+        return [{"params": list(model.parameters()), "lr": cfg.lr, "name": "all"}]
+    return [{"params": models.backbone_parameters(model), "lr": cfg.lr * cfg.backbone_lr_ratio, "name": "backbone"},
+            {"params": head, "lr": cfg.lr, "name": "head"}]
+
+
+def make_optimizer(groups: list[dict], cfg: ModelParams) -> torch.optim.Optimizer:
+    wd = cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=wd)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, weight_decay=wd)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=wd)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, momentum=cfg.momentum, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam, adamw or rmsprop")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: ModelParams, steps_per_epoch: int,
+                  epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A schedule stepped after every batch."""
+    total = max(1, steps_per_epoch * epochs)
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=min(0.3, max(cfg.warmup_epochs / epochs, 0.05)) if cfg.warmup_epochs else 0.25)
+    if cfg.schedule == "cosine":
+        warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if cfg.schedule == "step":
+        every = cfg.step_size * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cfg.gamma ** (step // every))
+    if cfg.schedule == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose onecycle, cosine, step or none")
+
+
+def autocast(device: torch.device, enabled: bool):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled and device.type in ("cuda", "cpu"))
+
+
+@dataclass
+class Stepper:
+    """Everything one epoch needs, bundled so run_epoch stays short."""
+    model: nn.Module
+    prep: Preprocessing
+    loss_fn: object
+    device: torch.device
+    cfg: ModelParams
+    mixing: object = None
+    scaler: object = None
+
+
+def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, frozen=False, desc="") -> dict:
+    """One pass; trains when an optimizer is given. Returns mean loss and accuracy."""
+    training = optimizer is not None
+    s.model.train(training)
+    if training and frozen:
+        models.apply_frozen_mode(s.model)
+    memory = torch.channels_last if s.cfg.channels_last else torch.contiguous_format
+    total_loss, correct, seen = 0.0, 0, 0
+    with torch.set_grad_enabled(training):
+        for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
+            images = images.to(s.device, non_blocking=True)
+            labels = labels.to(s.device, non_blocking=True)
+            targets = labels
+            if training and s.mixing is not None:
+                images, targets = s.mixing(images, labels)
+            x = s.prep.normalize(images).contiguous(memory_format=memory)
+            with autocast(s.device, s.cfg.amp):
+                logits = s.model(x)
+                loss = s.loss_fn(logits.float(), targets)
+            if training:
+                step(s, loss, optimizer)
+                scheduler.step()
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(dim=1) == labels).sum().item()
+            seen += len(labels)
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if s.scaler is not None:
+        s.scaler.scale(loss).backward()
+        s.scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if s.cfg.grad_clip:
+        nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.grad_clip)
+    if s.scaler is not None:
+        s.scaler.step(optimizer)
+        s.scaler.update()
+    else:
+        optimizer.step()
+
+
+class EarlyStopper:
+    """Tracks the best epoch by a validation metric and says when patience has run out."""
+
+    def __init__(self, metric: str, patience: int | None):
+        self.metric, self.patience = metric, patience
+        self.best_score, self.best_epoch, self.bad_epochs = None, -1, 0
+
+    def improved(self, metrics: dict, epoch: int) -> bool:
+        score = metrics[self.metric] if self.metric == "val_accuracy" else -metrics[self.metric]
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def state(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load(self, state: dict) -> None:
+        self.best_score, self.best_epoch, self.bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
+
+
+def train_one_epoch(s: Stepper, train_ds: Dataset, val_loader: DataLoader, optimizer, scheduler, phase: Phase,
+                    epoch: int, seed: int, desc: str) -> dict:
+    # Seeds fixed by epoch: a resumed run shuffles and augments exactly as an uninterrupted one.
+    torch.manual_seed(seed * 1000 + epoch)
+    loader = make_loader(train_ds, s.cfg.batch_size, True, seed * 1000 + epoch, s.cfg.num_workers, s.device)
+    train_m = run_epoch(s, loader, optimizer, scheduler, frozen=phase.name == "frozen", desc=f"{desc} {phase.name}")
+    val_m = run_epoch(s, val_loader, desc=f"{desc} val")
+    metrics = {"train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
+               "val_loss": val_m["loss"], "val_accuracy": val_m["accuracy"], "lr": optimizer.param_groups[-1]["lr"]}
+    print(f"{desc} {phase.name}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+    return metrics
+
+
+def fingerprint(params: Params, name: str) -> str:
+    """Identifies the configuration a resume checkpoint belongs to."""
+    relevant = {"model": params.models[name].model_dump(), "seed": params.seed, "image_size": params.image_size,
+                "classes": params.classes}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
+          dvclive_dir: Path, track: bool = True) -> dict:
+    """Train model `name` from params; write model_dir/model.pt (best weights + meta). Returns a summary."""
+    cfg = params.models[name]
+    seed_everything(params.seed)
+    device = resolve_device(params.device)
+    classes = list(params.classes)
+    train_x, train_y = load_split(split_dir, "train", classes)
+    val_x, val_y = load_split(split_dir, "val", classes)
+    prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name))
+
+    model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weight = balanced_class_weights(train_y, len(classes)).to(device) if cfg.class_weights == "balanced" else None
+    stepper = Stepper(model, prep, make_loss(cfg.loss, weight, label_smoothing=cfg.label_smoothing,
+                                             focal_gamma=cfg.focal_gamma),
+                      device, cfg, mixing=batch_mixing(cfg.augment, len(classes)),
+                      scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None)
+    train_ds = ArrayDataset(train_x, train_y, augmentation(cfg.augment, params.image_size))
+    val_loader = make_loader(ArrayDataset(val_x, val_y), cfg.batch_size * 2, False, 0, cfg.num_workers, device)
+
+    resume_path = resume_dir / "last.pt"
+    tag = fingerprint(params, name)
+    state = load_resume_state(resume_path, tag)
+    stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience)
+    history: list[dict] = state["history"] if state else []
+    best_state = state["best_state"] if state else copy.deepcopy(model.state_dict())
+    if state:
+        stopper.load(state["stopper"])
+        print(f"{name}: resuming after epoch {len(history)} from {resume_path}")
+
+    tracker = Tracker(name, {"model": name, **cfg.model_dump(), "seed": params.seed,
+                             "image_size": params.image_size, "classes": ",".join(classes)},
+                      dvclive_dir, enabled=track)
+    started, epoch, done = time.perf_counter(), 0, len(history)  # done: epochs finished before a resume
+    try:
+        phases = plan_phases(cfg)
+        for phase_index, phase in enumerate(phases):
+            models.set_backbone_frozen(model, phase.name == "frozen")
+            optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
+            scheduler = make_schedule(optimizer, cfg, math.ceil(len(train_ds) / cfg.batch_size), phase.epochs)
+            if epoch >= done:
+                stopper.bad_epochs = 0  # patience counts within a phase
+            for _ in range(phase.epochs):
+                if epoch < done:  # finished before the interruption
+                    if epoch == done - 1:
+                        model.load_state_dict(state["model"])
+                        optimizer.load_state_dict(state["optimizer"])
+                        scheduler.load_state_dict(state["scheduler"])
+                    epoch += 1
+                    continue
+                metrics = train_one_epoch(stepper, train_ds, val_loader, optimizer, scheduler, phase, epoch,
+                                          params.seed, desc=f"{name} {epoch + 1}/{sum(p.epochs for p in phases)}")
+                history.append({"epoch": epoch, "phase": phase.name, **metrics})
+                tracker.log_epoch(epoch, metrics)
+                if stopper.improved(metrics, epoch):
+                    best_state = copy.deepcopy(model.state_dict())
+                epoch += 1
+                save_resume_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper, history)
+                if phase_index == len(phases) - 1 and stopper.should_stop():
+                    print(f"{name}: early stop, no {stopper.metric} improvement in {stopper.patience} epochs")
+                    break
+        seconds = time.perf_counter() - started
+        model.load_state_dict(best_state)
+        best = history[stopper.best_epoch]
+        summary = {"best_epoch": stopper.best_epoch, "epochs_run": len(history),
+                   "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
+                   "train_accuracy": best["train_accuracy"], "train_loss": best["train_loss"],
+                   "train_seconds": round(seconds, 2), "parameters": models.count_parameters(model),
+                   "device": device.type}
+        meta = checkpoint_meta(name, cfg, classes, prep, summary, tracker)
+        save_checkpoint(model_dir / "model.pt", model, meta)
+        tracker.log_summary(summary)
+        example = prep.normalize(torch.from_numpy(np.array(train_x[:2])).permute(0, 3, 1, 2)).numpy()
+        tracker.log_model(model.cpu().eval(), example, meta)
+        tracker.close()
+    except BaseException:
+        tracker.close("KILLED")
+        raise
+    resume_path.unlink(missing_ok=True)
+    return {**summary, "history": history}
+
+
+def checkpoint_meta(name: str, cfg: ModelParams, classes: list[str], prep: Preprocessing, summary: dict,
+                    tracker: Tracker) -> dict:
+    return {"name": name, "arch": cfg.arch, "classes": classes, "preprocessing": prep.to_dict(),
+            "dropout": cfg.dropout, "params": json.loads(cfg.model_dump_json()), "summary": summary,
+            "mlflow_run_id": tracker.run.info.run_id if tracker.run else None}
+
+
+def save_resume_state(path: Path, tag: str, model, optimizer, scheduler, best_state, stopper, history) -> None:
+    with files.atomic_path(path) as tmp:
+        torch.save({"fingerprint": tag, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "best_state": best_state,
+                    "stopper": stopper.state(), "history": history}, tmp)
+
+
+def load_resume_state(path: Path, tag: str) -> dict | None:
+    """The state of an interrupted run of the same configuration, or None (then start afresh)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a checkpoint from another torch version or a damaged disk
+        print(f"ignoring unreadable resume checkpoint {path}: {exc}")
+        return None
+    return state if state.get("fingerprint") == tag else None

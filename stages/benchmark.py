@@ -1,0 +1,23 @@
+"""Stage benchmark: training and inference speed by model, batch size and device."""
+
+import sys
+from pathlib import Path
+
+from imgclass import benchmark, files
+from imgclass.params import load_params
+from imgclass.split import load_split
+
+
+def main() -> int:
+    params = load_params()
+    images, labels = load_split(Path("data/split"), "train", list(params.classes))
+    result = benchmark.run(params, images, labels, n_train=len(labels))
+    files.write_json("metrics/benchmark.json", result)
+    files.write_csv("plots/benchmark/batch_size.csv", result["rows"],
+                    ["model", "device", "batch_size", "train_images_per_s", "infer_images_per_s", "epoch_seconds"])
+    files.write_text("plots/benchmark/table.md", benchmark.markdown_table(result["rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Stage split: stable stratified train/val/test lists, and each split decoded once into a uint8 cache."""
+
+import sys
+from pathlib import Path
+
+from imgclass import files
+from imgclass.params import load_params
+from imgclass.preprocess import Preprocessing
+from imgclass.split import SPLIT_FIELDS, SPLITS, SplitError, assign_splits, build_cache, save_array, split_counts
+
+CLEAN, OUT = Path("data/clean"), Path("data/split")
+
+
+def main() -> int:
+    params = load_params()
+    accepted = [r for r in files.read_csv(CLEAN / "report.csv") if r["status"] == "ok"]
+    rows = [{"path": r["out"], "label": r["class"], "sha256": r["sha256"], "group": r["group"] or r["sha256"]}
+            for r in accepted]
+    try:
+        splits = assign_splits(rows, params.split, params.seed)
+    except SplitError as exc:
+        print(f"split: {exc}", file=sys.stderr)
+        return 1
+    prep = Preprocessing(image_size=params.image_size, input_size=params.image_size)
+    for name in SPLITS:
+        save_array(OUT / f"{name}.npy", build_cache([CLEAN / r["path"] for r in splits[name]], prep))
+        files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
+    counts = split_counts(splits)
+    files.write_json("metrics/split.json", {s: counts[s]["total"] for s in SPLITS})
+    files.write_json(OUT / "counts.json", counts)
+    print("split: " + ", ".join(f"{s} {counts[s]['total']}" for s in SPLITS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Stage validate: decode every raw file, keep clean RGB PNGs in data/clean, report the rest."""
+
+import sys
+from pathlib import Path
+
+from imgclass import files, images
+from imgclass.params import load_params
+
+
+def main() -> int:
+    params = load_params()
+    try:
+        summary = images.validate_tree(Path("data/raw"), Path("data/clean"), params.validate, params.classes)
+    except (FileNotFoundError, images.NoImagesAccepted) as exc:
+        print(f"validate: {exc}", file=sys.stderr)
+        return 1
+    files.write_json("metrics/validate.json", summary)
+    print(f"validate: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

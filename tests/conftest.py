@@ -1,0 +1,50 @@
+"""Shared fixtures: small real data from Fashion-MNIST (Debian's files) and tiny params."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+REPO = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+FOUR_CLASSES = ["trouser", "bag", "sneaker", "dress"]
+
+
+def tiny_params_dict(**overrides) -> dict:
+    """The repository's params.yaml shrunk to seconds of work."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["classes"] = FOUR_CLASSES
+    raw["scrape"]["max_per_class"] = 60
+    raw["models"] = {"cnn_simple": {"arch": "cnn_simple", "epochs": 2, "batch_size": 32, "lr": 0.01}}
+    raw["benchmark"] = {"archs": ["cnn_simple"], "batch_sizes": [16, 32], "images": 64, "repeats": 1, "warmup": 0}
+    for key, value in overrides.items():
+        raw[key] = value
+    return copy.deepcopy(raw)
+
+
+@pytest.fixture(scope="session")
+def fashion_split(tmp_path_factory):
+    """(params, split_dir): 4 Fashion-MNIST classes x 60 images, split and cached at 28 px."""
+    if not FASHION.exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    from imgclass import files, sources
+    from imgclass.params import parse_params
+    from imgclass.preprocess import Preprocessing
+    from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, save_array
+
+    root = tmp_path_factory.mktemp("fashion")
+    params = parse_params(tiny_params_dict())
+    rows = sources.collect(params, root / "raw")
+    split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
+    splits = assign_splits(split_rows, params.split, params.seed)
+    prep = Preprocessing(params.image_size, params.image_size)
+    for name in SPLITS:
+        save_array(root / "split" / f"{name}.npy", build_cache([root / "raw" / r["path"] for r in splits[name]], prep))
+        files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
+    return params, root / "split"
