@@ -33,7 +33,7 @@ class Preprocessing:
         image = image.convert("RGB")
         if image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        return np.asarray(image, dtype=np.uint8)
+        return np.array(image, dtype=np.uint8)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W (any device) -> normalised float N x 3 x input_size x input_size."""

@@ -1,0 +1,405 @@
+"""The HTTP client shared by the web sources (ddg, urls): fetch one image safely, download many in a
+thread pool, and remember every outcome in a journal so that an interrupted run resumes.
+
+- `fetch_image(url, settings)` never raises for network trouble: it returns a `FetchResult` whose
+  `reason` is a short machine-friendly word (http_404, timeout, too_large, not_image, ...).
+- `download_all(jobs, raw_dir, settings, journal)` returns one manifest row per job, in job order.
+- `download_class(jobs, raw_dir, settings, limit, journal)` downloads one class until `limit`
+  distinct images are on disk.
+- `Journal(raw_dir)` is `raw_dir/.journal/downloads.jsonl`: one JSON line per finished URL, flushed
+  at once, so a killed run loses at most the downloads that were in flight.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from PIL import Image
+from tqdm import tqdm
+
+from imgclass.params import Download
+from imgclass.sources import store_image
+
+# Some image hosts refuse the default python-requests agent; present as a current desktop browser.
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+HEADERS = {"User-Agent": USER_AGENT, "Accept": "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"}
+MAX_REDIRECTS = 10
+CHUNK_SIZE = 64 * 1024
+JOURNAL_DIR = ".journal"
+
+# Leading bytes of the formats we keep; anything else (HTML error pages, SVG, PDFs) is not_image.
+MAGIC_BYTES = (
+    (b"\xff\xd8\xff", 0),
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"WEBP", 8),  # after "RIFF" + size
+    (b"BM", 0),
+    (b"II*\x00", 0),
+    (b"MM\x00*", 0),
+)
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+
+# Failures that a later run would see again (these and 4xx); other failures (timeouts, 5xx, 429,
+# dropped connections) are tried again when a run resumes.
+PERMANENT_FAILURES = {"bad_scheme", "bad_url", "too_many_redirects", "too_large", "not_image", "sha256_mismatch"}
+
+
+def is_permanent(reason: str) -> bool:
+    return reason in PERMANENT_FAILURES or (reason.startswith("http_4") and reason != "http_408")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One URL to fetch for a class. `sha256`, when known (a collaborator's manifest), must match."""
+
+    cls: str
+    url: str
+    query: str = ""
+    sha256: str = ""
+
+
+@dataclass
+class FetchResult:
+    url: str
+    reason: str = ""  # empty when the image was fetched
+    data: bytes = b""
+    ext: str = ""
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+class _Retry(Exception):
+    """A transient failure: try again after `delay` seconds (None: exponential backoff)."""
+
+    def __init__(self, reason: str, delay: Optional[float] = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class _Fail(Exception):
+    """A failure that retrying will not fix."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- one URL ----------------------------------------------------------------------------------
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers.update(HEADERS)
+    session.max_redirects = MAX_REDIRECTS
+    return session
+
+
+def fetch_image(url: str, settings: Download = Download(), session: Optional[requests.Session] = None) -> FetchResult:
+    """GET `url` and check that it is an image; retry 5xx, timeouts, dropped connections and 429."""
+    try:
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return FetchResult(url, reason="bad_scheme")
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return FetchResult(url, reason="bad_url")
+    session = session or new_session()
+    for attempt in range(settings.retries + 1):
+        try:
+            data = _get_body(session, url, settings)
+            ext, width, height = identify_image(data)
+            return FetchResult(url, data=data, ext=ext, width=width, height=height)
+        except _Fail as fail:
+            return FetchResult(url, reason=fail.reason)
+        except _Retry as retry:
+            if attempt == settings.retries:
+                return FetchResult(url, reason=retry.reason)
+            time.sleep(retry.delay if retry.delay is not None else backoff_delay(attempt, settings.backoff))
+    raise AssertionError("unreachable")
+
+
+def backoff_delay(attempt: int, base: float, cap: float = float("inf")) -> float:
+    """Exponential backoff with jitter, so parallel clients do not retry in lockstep."""
+    return min(cap, base * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
+    """The response body, read with a byte limit and an overall deadline (requests' own timeout is
+    per socket read, so a server trickling bytes would otherwise never time out)."""
+    deadline = time.monotonic() + settings.timeout
+    try:
+        with session.get(url, stream=True, timeout=settings.timeout) as response:
+            _check_status(response, settings)
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > settings.max_bytes:
+                raise _Fail("too_large")
+            body = bytearray()
+            for chunk in response.iter_content(CHUNK_SIZE):
+                body += chunk
+                if len(body) > settings.max_bytes:
+                    raise _Fail("too_large")
+                if time.monotonic() > deadline:
+                    raise _Retry("timeout")
+            return bytes(body)
+    except requests.TooManyRedirects:
+        raise _Fail("too_many_redirects") from None
+    except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+        raise _Fail("bad_scheme") from None  # e.g. a redirect to ftp:// or data:
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError):
+        raise _Fail("bad_url") from None
+    except requests.Timeout:
+        raise _Retry("timeout") from None
+    except requests.ConnectionError as exc:
+        # A read timeout in the middle of the body arrives wrapped as a ConnectionError.
+        timed_out = any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
+        raise _Retry("timeout" if timed_out else "connection_error") from None
+    except requests.RequestException:  # truncated or undecodable body
+        raise _Retry("connection_error") from None
+
+
+def _check_status(response: requests.Response, settings: Download) -> None:
+    code = response.status_code
+    if code == 429:
+        raise _Retry("rate_limited", retry_after_seconds(response.headers.get("Retry-After"), settings.max_retry_after))
+    if code >= 500:
+        raise _Retry(f"http_{code}")
+    if code >= 300:  # 4xx, and 3xx that requests did not follow (no Location)
+        raise _Fail(f"http_{code}")
+
+
+def retry_after_seconds(value: Optional[str], cap: float) -> Optional[float]:
+    """Retry-After as seconds (it may be a number or an HTTP date), at most `cap`; None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(cap, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(cap, max(0.0, when.timestamp() - time.time()))
+
+
+def identify_image(data: bytes) -> tuple[str, int, int]:
+    """(extension, width, height) if `data` is an image by its magic bytes and by Pillow, else _Fail."""
+    if not any(data[offset:offset + len(magic)] == magic for magic, offset in MAGIC_BYTES):
+        raise _Fail("not_image")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            ext = EXTENSIONS.get(image.format or "")
+            width, height = image.size
+    except Exception:  # Pillow raises many types for corrupt data
+        raise _Fail("not_image") from None
+    if ext is None:
+        raise _Fail("not_image")
+    return ext, width, height
+
+
+# --- the journal ------------------------------------------------------------------------------
+
+def journal_dir(raw_dir: Path) -> Path:
+    return Path(raw_dir) / JOURNAL_DIR
+
+
+class Journal:
+    """Append-only record of finished URLs, `raw_dir/.journal/downloads.jsonl`; the last line for a
+    (class, url) wins. Thread-safe; each line is flushed before the next download is reported."""
+
+    def __init__(self, raw_dir: Path):
+        self.raw_dir = Path(raw_dir)
+        self.path = journal_dir(raw_dir) / "downloads.jsonl"
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, str], dict] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        text = self.path.read_text(encoding="utf-8")
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+                self._rows[(row["class"], row["url"])] = row
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill; that URL is simply fetched again
+        if text and not text.endswith("\n"):
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write("\n")  # so the next line does not glue onto the torn one
+
+    def lookup(self, cls: str, url: str) -> Optional[dict]:
+        return self._rows.get((cls, url))
+
+    def rows(self) -> list[dict]:
+        return list(self._rows.values())
+
+    def record(self, row: dict) -> None:
+        with self._lock, self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            self._rows[(row["class"], row["url"])] = row
+
+
+# --- many URLs --------------------------------------------------------------------------------
+
+def manifest_row(job: Job, status: str, reason: str = "", sha256: str = "", size: Optional[int] = None,
+                 width: Optional[int] = None, height: Optional[int] = None, path: str = "") -> dict:
+    return {"class": job.cls, "query": job.query, "url": job.url, "status": status, "reason": reason,
+            "sha256": sha256, "bytes": size, "width": width, "height": height, "path": path}
+
+
+class _Downloader:
+    """State shared by the worker threads of one download_all call."""
+
+    def __init__(self, raw_dir: Path, settings: Download, journal: Optional[Journal]):
+        self.raw_dir = Path(raw_dir)
+        self.settings = settings
+        self.journal = journal
+        self._local = threading.local()
+        self._store_lock = threading.Lock()
+        # path -> URL that first stored it, to say which URL a duplicate duplicates.
+        self._first_url = {r["path"]: r["url"] for r in (journal.rows() if journal else []) if r["status"] == "ok"}
+        self.new_paths: set[str] = set()  # stored by this call
+
+    def session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):  # requests.Session is not thread-safe: one per thread
+            self._local.session = new_session()
+        return self._local.session
+
+    def run(self, job: Job) -> dict:
+        earlier = self.reusable(job)
+        if earlier is not None:
+            return earlier
+        row = self.fetch_and_store(job)
+        if self.journal is not None:
+            self.journal.record(row)
+        return row
+
+    def reusable(self, job: Job) -> Optional[dict]:
+        """The outcome of an earlier run, if this URL need not be requested again."""
+        row = self.journal.lookup(job.cls, job.url) if self.journal else None
+        if row is None:
+            return None
+        if row["status"] in ("ok", "exists") and row["path"] and (self.raw_dir / row["path"]).exists():
+            return {**row, "query": job.query, "status": "exists", "reason": "earlier_run"}
+        if row["status"] == "failed" and is_permanent(row["reason"]):
+            return {**row, "query": job.query}
+        return None
+
+    def fetch_and_store(self, job: Job) -> dict:
+        fetched = fetch_image(job.url, self.settings, self.session())
+        if not fetched.ok:
+            return manifest_row(job, "failed", fetched.reason)
+        if job.sha256 and hashlib.sha256(fetched.data).hexdigest() != job.sha256:
+            return manifest_row(job, "failed", "sha256_mismatch")
+        # store_image checks then writes: under one lock, only one of two threads storing the same
+        # bytes sees them as new.
+        with self._store_lock:
+            sha, path, is_new = store_image(fetched.data, self.raw_dir / job.cls, fetched.ext)
+            rel = path.relative_to(self.raw_dir).as_posix()
+            first_url = self._first_url.setdefault(rel, job.url)
+            if is_new:
+                self.new_paths.add(rel)
+        if is_new:
+            status, reason = "ok", ""
+        else:
+            status = "exists"
+            reason = f"duplicate_of:{first_url}" if first_url != job.url else "earlier_run"
+        return manifest_row(job, status, reason, sha, len(fetched.data), fetched.width, fetched.height, rel)
+
+
+def download_all(jobs: Iterable[Job], raw_dir: Path, settings: Download = Download(),
+                 journal: Optional[Journal] = None, on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
+    """Fetch every job with `settings.workers` threads; one manifest row per job, in job order.
+
+    URLs the journal already holds (stored and still on disk, or failed for good) are not requested.
+    `on_row` is called in the calling thread as each job finishes (for progress bars).
+    """
+    jobs = list(jobs)
+    downloader = _Downloader(raw_dir, settings, journal)
+    rows: list[Optional[dict]] = [None] * len(jobs)
+    pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="download")
+    try:
+        futures = {pool.submit(downloader.run, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            rows[futures[future]] = future.result()
+            if on_row is not None:
+                on_row(rows[futures[future]])
+    except BaseException:
+        # Ctrl-C: drop the queue, let the requests in flight finish (bounded by the timeout).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    for index in credit_first_in_job_order(rows, downloader.new_paths):  # type: ignore[arg-type]
+        if journal is not None:
+            journal.record(rows[index])  # the last line wins: the journal agrees with the manifest
+    return rows  # type: ignore[return-value]
+
+
+def credit_first_in_job_order(rows: list[dict], new_paths: set[str]) -> list[int]:
+    """Jobs fetching the same bytes race to store them; whichever thread won, the manifest credits
+    the earliest job, so that a run's manifest does not depend on thread timing. Returns the
+    indexes of the rows it relabelled."""
+    first_url: dict[str, str] = {}
+    changed = []
+    for index, row in enumerate(rows):
+        if row["path"] not in new_paths or row["status"] not in ("ok", "exists"):
+            continue
+        first = first_url.setdefault(row["path"], row["url"])
+        label = ("ok", "") if first == row["url"] else ("exists", f"duplicate_of:{first}")
+        if (row["status"], row["reason"]) != label:
+            row["status"], row["reason"] = label
+            changed.append(index)
+    return changed
+
+
+def download_class(jobs: list[Job], raw_dir: Path, settings: Download, limit: int,
+                   journal: Optional[Journal] = None) -> list[dict]:
+    """Download one class's jobs in order until `limit` distinct images are stored.
+
+    Works in batches of the number still missing, so the class never overshoots `limit` while the
+    pool stays busy; URLs after the limit is reached get no row.
+    """
+    rows: list[dict] = []
+    stored: set[str] = set()
+    position = 0
+    desc = f"download {jobs[0].cls}" if jobs else "download"
+    with tqdm(total=min(limit, len(jobs)), desc=desc, unit="img", disable=None, leave=False) as bar:
+
+        def count_stored(row: dict) -> None:
+            if row["status"] in ("ok", "exists") and row["path"] not in stored:
+                stored.add(row["path"])
+                bar.update(1)
+
+        while len(stored) < limit and position < len(jobs):
+            batch = jobs[position:position + limit - len(stored)]
+            position += len(batch)
+            rows += download_all(batch, raw_dir, settings, journal, on_row=count_stored)
+    return rows
+
+
+def remove_temp_files(raw_dir: Path) -> None:
+    """Delete the temp files of atomic writes that a killed run (kill -9) left behind."""
+    if raw_dir.exists():
+        for tmp in raw_dir.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)

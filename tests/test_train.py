@@ -1,0 +1,174 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_params_dict
+from imgclass import models
+from imgclass.checkpoint import load_trained
+from imgclass.evaluate import predict_probs
+from imgclass.losses import make_loss
+from imgclass.params import ModelParams, parse_params
+from imgclass.preprocess import Preprocessing
+from imgclass.split import load_split
+from imgclass.train import (ArrayDataset, EarlyStopper, Phase, Stepper, make_loader, make_optimizer,
+                            make_schedule, param_groups, run_epoch, train)
+
+
+def with_model(params, **cfg):
+    raw = params.model_dump(by_alias=True)
+    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "batch_size": 32, **cfg}}
+    return parse_params(raw)
+
+
+def stepper_for(arch: str, weights: str = "none", **cfg) -> Stepper:
+    model = models.build_model(arch, 4, weights)
+    mcfg = ModelParams(arch=arch, weights=weights, **cfg)
+    return Stepper(model, Preprocessing(28, 28), make_loss("cross_entropy"), torch.device("cpu"), mcfg)
+
+
+def loader_for(split_dir, classes, split="train", batch_size=32):
+    images, labels = load_split(split_dir, split, classes)
+    return make_loader(ArrayDataset(images, labels), batch_size, True, 0, 0, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_each_optimizer_takes_a_step(fashion_split, optimizer):
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", optimizer=optimizer, nesterov=True, weight_decay=1e-3)
+    before = [p.detach().clone() for p in s.model.parameters()]
+    opt = make_optimizer(param_groups(s.model, s.cfg, Phase("unfrozen", 1)), s.cfg)
+    run_epoch(s, loader_for(split_dir, params.classes), opt, make_schedule(opt, s.cfg, 10, 1))
+    assert any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters()))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "none"])
+def test_schedules_are_stepped_every_batch(schedule):
+    cfg = ModelParams(arch="cnn_simple", schedule=schedule, warmup_epochs=1, step_size=1, gamma=0.5)
+    model = models.build_model("cnn_simple", 3)
+    opt = make_optimizer(param_groups(model, cfg, Phase("unfrozen", 3)), cfg)
+    sched = make_schedule(opt, cfg, steps_per_epoch=10, epochs=3)
+    lrs = []
+    for _ in range(30):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    if schedule == "none":
+        assert len(set(lrs)) == 1
+    else:
+        assert len(set(lrs)) > 2
+        assert lrs[-1] < max(lrs)
+    if schedule == "step":
+        assert lrs[10] == pytest.approx(cfg.lr * 0.5) and lrs[25] == pytest.approx(cfg.lr * 0.25)
+
+
+def test_frozen_phase_keeps_backbone_and_unfrozen_phase_changes_it(fashion_split, tmp_path):
+    params, split_dir = fashion_split
+    pretrained = tmp_path / "pretrained.pt"
+    torch.save({"state_dict": models.build_model("cnn_simple", 4).state_dict()}, pretrained)
+    s = stepper_for("cnn_simple", weights=str(pretrained), freeze_epochs=1, lr=0.01)
+    backbone = {k: v.clone() for k, v in s.model.state_dict().items() if not k.startswith("head")}
+    head = s.model.head.weight.detach().clone()
+
+    models.set_backbone_frozen(s.model, True)
+    frozen = Phase("frozen", 1)
+    opt = make_optimizer(param_groups(s.model, s.cfg, frozen), s.cfg)
+    run_epoch(s, loader_for(split_dir, params.classes), opt, make_schedule(opt, s.cfg, 10, 1), frozen=True)
+    after = s.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in backbone.items())  # BatchNorm statistics included
+    assert not torch.equal(s.model.head.weight, head)
+
+    models.set_backbone_frozen(s.model, False)
+    unfrozen = Phase("unfrozen", 1)
+    groups = param_groups(s.model, s.cfg, unfrozen)
+    assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01]  # discriminative learning rates
+    opt = make_optimizer(groups, s.cfg)
+    run_epoch(s, loader_for(split_dir, params.classes), opt, make_schedule(opt, s.cfg, 10, 1))
+    assert not torch.equal(s.model.state_dict()["features.0.weight"], backbone["features.0.weight"])
+
+
+def test_early_stopper_counts_patience_and_keeps_the_best():
+    stopper = EarlyStopper("val_accuracy", patience=2)
+    for epoch, acc in enumerate([0.5, 0.7, 0.6, 0.65]):
+        stopper.improved({"val_accuracy": acc}, epoch)
+    assert stopper.best_epoch == 1 and stopper.should_stop()
+    loss_stopper = EarlyStopper("val_loss", patience=None)
+    for epoch, loss in enumerate([1.0, 0.5, 0.9]):
+        loss_stopper.improved({"val_loss": loss}, epoch)
+    assert loss_stopper.best_epoch == 1 and not loss_stopper.should_stop()
+
+
+def test_training_restores_the_best_epoch(fashion_split, tmp_path):
+    base, split_dir = fashion_split
+    # A learning rate far too high makes later epochs worse than the best one.
+    params = with_model(base, epochs=6, lr=0.05, schedule="none", optimizer="sgd",
+                        early_stopping={"metric": "val_accuracy", "patience": 2})
+    result = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live", track=False)
+    best = result["history"][result["best_epoch"]]
+    assert result["val_accuracy"] == best["val_accuracy"] == max(h["val_accuracy"] for h in result["history"])
+    model, meta, prep = load_trained(tmp_path / "model" / "model.pt")
+    images, labels = load_split(split_dir, "val", meta["classes"])
+    accuracy = (predict_probs(model, prep, images).argmax(axis=1) == labels).mean()
+    assert accuracy == pytest.approx(best["val_accuracy"])
+    assert meta["preprocessing"] == {"image_size": 28, "input_size": 28, "mean": list(prep.mean),
+                                     "std": list(prep.std)} or meta["preprocessing"]["image_size"] == 28
+    assert not (tmp_path / "resume" / "last.pt").exists()
+
+
+def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_path):
+    base, split_dir = fashion_split
+    params = with_model(base, epochs=12, schedule="cosine")
+    params_file = tmp_path / "params.json"
+    params_file.write_text(params.model_dump_json(by_alias=True))
+    script = (
+        "import sys, json; from pathlib import Path; from imgclass.params import parse_params;"
+        "from imgclass.train import train;"
+        f"p = parse_params(json.loads(Path({str(params_file)!r}).read_text()));"
+        f"train('m', p, Path({str(split_dir)!r}), Path({str(tmp_path / 'model')!r}),"
+        f" Path({str(tmp_path / 'resume')!r}), Path({str(tmp_path / 'live')!r}), track=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoint = tmp_path / "resume" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (checkpoint.exists() and len(torch.load(checkpoint, weights_only=True)["history"]) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(torch.load(checkpoint, weights_only=True)["history"])
+    assert 2 <= done < 12 and not (tmp_path / "model" / "model.pt").exists()
+
+    resumed = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live", track=False)
+    fresh = train("m", params, split_dir, tmp_path / "fresh", tmp_path / "resume2", tmp_path / "live2", track=False)
+    assert len(resumed["history"]) == 12
+    for a, b in zip(resumed["history"], fresh["history"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+    assert not checkpoint.exists()
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_a_changed_configuration_does_not_resume(fashion_split, tmp_path):
+    from imgclass.train import fingerprint
+
+    base, _ = fashion_split
+    assert fingerprint(with_model(base, lr=0.1), "m") != fingerprint(with_model(base, lr=0.2), "m")
+
+
+def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monkeypatch):
+    import mlflow
+
+    base, split_dir = fashion_split
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = with_model(base, epochs=2)
+    result = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live")
+    _, meta, _ = load_trained(tmp_path / "model" / "model.pt")
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(meta["mlflow_run_id"])
+    assert run.data.params["lr"] == str(params.models["m"].lr)
+    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0, 1]
+    assert (tmp_path / "live" / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
+    assert result["epochs_run"] == 2
