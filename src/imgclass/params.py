@@ -109,7 +109,7 @@ class Augment(Section):
 
 
 class EarlyStopping(Section):
-    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    metric: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     patience: Optional[int] = Field(None, ge=1)  # null = train all epochs, still keep the best
 
 

@@ -253,7 +253,7 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
 
     resume_path = resume_dir / "last.pt"
     tag = fingerprint(params, name)
-    state = load_resume_state(resume_path, tag)
+    state = load_resume_state(resume_path, tag, model)
     stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience)
     history: list[dict] = state["history"] if state else []
     best_state = state["best_state"] if state else copy.deepcopy(model.state_dict())
@@ -275,8 +275,7 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
                 stopper.bad_epochs = 0  # patience counts within a phase
             for _ in range(phase.epochs):
                 if epoch < done:  # finished before the interruption
-                    if epoch == done - 1:
-                        model.load_state_dict(state["model"])
+                    if epoch == done - 1:  # the model itself was restored by load_resume_state
                         optimizer.load_state_dict(state["optimizer"])
                         scheduler.load_state_dict(state["scheduler"])
                     epoch += 1
@@ -327,13 +326,17 @@ def save_resume_state(path: Path, tag: str, model, optimizer, scheduler, best_st
                     "stopper": stopper.state(), "history": history}, tmp)
 
 
-def load_resume_state(path: Path, tag: str) -> dict | None:
-    """The state of an interrupted run of the same configuration, or None (then start afresh)."""
+def load_resume_state(path: Path, tag: str, model: nn.Module) -> dict | None:
+    """The state of an interrupted run of the same configuration, loaded into `model`; or None, and
+    training starts afresh, when there is none or it does not fit (another config or code version)."""
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a checkpoint from another torch version or a damaged disk
-        print(f"ignoring unreadable resume checkpoint {path}: {exc}")
+        if state.get("fingerprint") != tag:
+            return None
+        model.load_state_dict(state["model"])
+        return state
+    except Exception as exc:  # damaged file, another torch version, changed architecture
+        print(f"ignoring resume checkpoint {path}: {str(exc).splitlines()[0]}")
         return None
-    return state if state.get("fingerprint") == tag else None
