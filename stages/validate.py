@@ -11,7 +11,7 @@ def main() -> int:
     params = load_params()
     try:
         summary = images.validate_tree(Path("data/raw"), Path("data/clean"), params.validate, params.classes)
-    except (FileNotFoundError, images.NoImagesAccepted) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # missing SRC, nothing accepted, bad layout
         print(f"validate: {exc}", file=sys.stderr)
         return 1
     files.write_json("metrics/validate.json", summary)

@@ -52,7 +52,7 @@ class DdgSource(Section):
 
 
 class UrlsSource(Section):
-    csv: str = "data/urls.csv"
+    csv: str = "urls.csv"  # in git, beside params.yaml: queued experiments see it
 
 
 class Download(Section):

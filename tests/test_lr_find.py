@@ -1,0 +1,19 @@
+import math
+
+from imgclass.lr_find import lr_range_test, plot, suggest
+
+
+def test_suggestion_is_at_the_steepest_descent():
+    lrs = [10 ** (-6 + i * 0.5) for i in range(11)]
+    losses = [2.0, 2.0, 1.99, 1.9, 1.5, 0.8, 0.5, 0.45, 0.6, 2.0, 9.0]
+    assert suggest(lrs, losses) in lrs[3:6]
+
+
+def test_range_test_on_real_data_stops_when_the_loss_explodes(fashion_split, tmp_path):
+    params, split_dir = fashion_split
+    result = lr_range_test("cnn_simple", params, split_dir, steps=60)
+    assert len(result["lrs"]) == len(result["losses"]) <= 60
+    assert all(b > a for a, b in zip(result["lrs"], result["lrs"][1:]))
+    assert 1e-7 <= result["suggestion"] <= 10 and math.isfinite(result["suggestion"])
+    assert min(result["losses"]) < result["losses"][0]
+    assert plot(result, tmp_path / "lr.png").stat().st_size > 1000
