@@ -7,9 +7,17 @@ DEBIAN_PACKAGES := dataset-fashion-mnist tuxpaint-stamps-default chromium
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test ui clean-venv
+.PHONY: setup run test ui debian-data plots-template
 
-setup: $(STAMP) debian-data
+setup: $(STAMP) debian-data plots-template
+
+# `dvc plots show` offline: vega, vega-lite and vega-embed from npm, inlined into DVC's page template.
+PLOTS_TEMPLATE := .dvc/plots/offline.html
+plots-template: $(PLOTS_TEMPLATE)
+$(PLOTS_TEMPLATE): package-lock.json $(STAMP)
+	npm ci --no-audit --no-fund --silent
+	$(PY) -m imgclass.plots_template --node-modules node_modules --out $(PLOTS_TEMPLATE)
+	$(VENV)/bin/dvc config --local plots.html_template plots/offline.html
 
 # Reinstalls only when the project's requirements change.
 $(STAMP): pyproject.toml

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclass import files, plots, tracking
+from imgclass import explain, files, plots, tracking
 from imgclass.checkpoint import load_trained
 from imgclass.devices import resolve_device
 from imgclass.evaluate import classification_metrics, predict_probs, report_table
@@ -36,7 +36,11 @@ def main(name: str) -> int:
     cm = np.array(metrics["confusion"])
     pngs = [plots.confusion_png(cm, classes, out / "confusion.png", title=f"{name}: confusion (counts)"),
             plots.confusion_png(cm, classes, out / "confusion_normalized.png", normalize=True),
-            plots.reliability_png(metrics["reliability"], metrics["ece"], out / "reliability.png")]
+            plots.reliability_png(metrics["reliability"], metrics["ece"], out / "reliability.png"),
+            explain.tsne_png(explain.penultimate_features(model, prep, test_x, device), test_y, classes,
+                             out / "tsne.png", seed=params.seed),
+            explain.gradcam_png(model, prep, test_x, test_y, test_probs, classes, out / "gradcam.png", seed=params.seed),
+            explain.top_losses_png(test_x, test_y, test_probs, classes, out / "top_losses.png")]
     with files.atomic_path(Path("data/preds") / f"{name}.npz") as tmp, tmp.open("wb") as f:
         np.savez(f, test_probs=test_probs, test_labels=test_y, val_probs=val_probs, val_labels=val_y,
                  classes=np.array(classes))

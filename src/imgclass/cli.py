@@ -35,6 +35,53 @@ def cmd_check_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from imgclass import predict
+    from imgclass.devices import resolve_device
+
+    try:
+        checkpoints = predict.resolve_checkpoints(args.model, args.models_dir)
+        rows = predict.predict_paths(args.paths, checkpoints, args.top_k, args.batch_size,
+                                     resolve_device(args.device))
+        if args.out:
+            predict.write_rows(args.out, rows)
+    except (FileNotFoundError, RuntimeError, predict.PredictError) as exc:
+        print(f"imgclass predict: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        print(f"{args.out}: {predict.summary(rows)}")
+    else:
+        predict.print_table(rows, f"{args.model}: {predict.summary(rows)}")
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from imgclass import export
+
+    try:
+        out = export.export_model(Path(args.models_dir) / args.name / "model.pt", args.format, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"imgclass export: {exc}", file=sys.stderr)
+        return 1
+    print(f"{out} ({args.format}); classes and preprocessing: {export.sidecar_path(out)}")
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from imgclass import registry
+    from imgclass.predict import PredictError
+
+    try:
+        version = registry.register(args.model, args.name, args.models_dir, args.metrics_dir)
+    except (FileNotFoundError, PredictError) as exc:
+        print(f"imgclass register: {exc}", file=sys.stderr)
+        return 1
+    uri = registry.registered_uri(version)
+    print(f"registered {uri} (members: {version.tags['members']})")
+    print(f"serve it: mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-params", help="validate params.yaml and report the first bad key")
     p.add_argument("params", nargs="?", default="params.yaml")
     p.set_defaults(func=cmd_check_params)
+
+    p = sub.add_parser("predict", help="classify image files and folders with a trained model or the ensemble")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    p.add_argument("--model", default="ensemble",
+                   help="a model under --models-dir, or `ensemble` = soft vote of all of them (default)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
+    p.add_argument("--out", help="write all rows to this .csv or .json instead of printing a table")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a trained model as TorchScript or ONNX, with its classes and preprocessing")
+    p.add_argument("name", help="a model under --models-dir")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
+    p.add_argument("--out", help="default: exports/NAME.onnx or exports/NAME.torchscript.pt")
+    p.add_argument("--models-dir", default="models")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("register", help="register a model (or the ensemble) in MLflow as a servable pyfunc")
+    p.add_argument("--model", default="best",
+                   help="`best` (highest test accuracy in --metrics-dir, default), `ensemble`, or a model name")
+    p.add_argument("--name", default="imgclass", help="registered model name (default imgclass)")
+    p.add_argument("--models-dir", default="models")
+    p.add_argument("--metrics-dir", default="metrics/eval")
+    p.set_defaults(func=cmd_register)
     return parser
 
 

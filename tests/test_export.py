@@ -1,0 +1,69 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from imgclass import cli, files
+from imgclass.checkpoint import load_trained
+from imgclass.evaluate import predict_probs
+from imgclass.export import OPSET, export_model, sidecar_path
+from imgclass.preprocess import Preprocessing
+from test_predict import split_images, train_tiny
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def trained(fashion_split, tmp_path_factory):
+    """(checkpoint, the first 16 test images as normalised input, their probabilities from the checkpoint)."""
+    models_dir = tmp_path_factory.mktemp("export") / "models"
+    checkpoint = train_tiny(fashion_split, models_dir)
+    model, _, prep = load_trained(checkpoint)
+    _, images = split_images(fashion_split[1], 16)
+    x = prep.normalize(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+    return checkpoint, x, predict_probs(model, prep, images)
+
+
+def assert_parity(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert (actual.argmax(axis=1) == expected.argmax(axis=1)).all()
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_onnx_matches_the_checkpoint_at_any_batch_size(trained, tmp_path):
+    checkpoint, x, expected = trained
+    out = export_model(checkpoint, "onnx", tmp_path / "m.onnx")
+    assert max(o.version for o in onnx.load(out).opset_import if o.domain in ("", "ai.onnx")) >= 17
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input"
+    for batch in (1, 5, 16):  # the batch axis is dynamic
+        got = np.concatenate([session.run(None, {"input": x[i:i + batch]})[0] for i in range(0, 16, batch)])
+        assert_parity(got, expected)
+
+    sidecar = files.read_json(sidecar_path(out))
+    _, meta, prep = load_trained(checkpoint)
+    assert sidecar["classes"] == meta["classes"] and Preprocessing.from_dict(sidecar["preprocessing"]) == prep
+    assert sidecar["input"]["shape"] == ["batch", 3, 28, 28] and sidecar["opset"] == OPSET
+
+
+def test_torchscript_matches_the_checkpoint(trained, tmp_path):
+    checkpoint, x, expected = trained
+    out = export_model(checkpoint, "torchscript", tmp_path / "m.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load is deprecated upstream
+        scripted = torch.jit.load(str(out))
+    with torch.no_grad():
+        assert_parity(scripted(torch.from_numpy(x[:7])).numpy(), expected[:7])
+    assert files.read_json(tmp_path / "m.json")["format"] == "torchscript"
+
+
+def test_cli_export_writes_beside_and_names_errors(trained, tmp_path, capsys):
+    models_dir = str(trained[0].parent.parent)
+    assert cli.main(["export", "m", "--format", "torchscript", "--models-dir", models_dir,
+                     "--out", str(tmp_path / "x" / "m.torchscript.pt")]) == 0
+    assert (tmp_path / "x" / "m.torchscript.json").exists()
+    assert cli.main(["export", "nope", "--format", "onnx", "--models-dir", models_dir]) == 1
+    assert "no trained model" in capsys.readouterr().err
+    assert cli.main(["export", "m", "--format", "onnx", "--models-dir", models_dir,
+                     "--out", str(tmp_path / "m.json")]) == 1

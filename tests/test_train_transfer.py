@@ -1,0 +1,126 @@
+"""Transfer learning: the frozen phase trains the head on cached backbone features when it can."""
+
+import pytest
+import torch
+
+from imgclass import models
+from imgclass import train as train_module
+from imgclass.losses import make_loss
+from imgclass.params import ModelParams, parse_params
+from imgclass.preprocess import Preprocessing
+from imgclass.split import load_split
+from imgclass.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_optimizer,
+                            make_schedule, param_groups, train, train_one_epoch)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A cnn_simple checkpoint standing in for pretrained weights (so freeze_epochs is allowed)."""
+    path = tmp_path_factory.mktemp("weights") / "pretrained.pt"
+    torch.manual_seed(0)
+    torch.save({"state_dict": models.build_model("cnn_simple", 4).state_dict()}, path)
+    return str(path)
+
+
+def with_model(params, **cfg):
+    raw = params.model_dump(by_alias=True)
+    raw["models"] = {"m": {"arch": "cnn_simple", "batch_size": 32, "lr": 0.01, **cfg}}
+    return parse_params(raw)
+
+
+def run(params, split_dir, out) -> dict:
+    return train("m", params, split_dir, out / "model", out / "resume", out / "live", track=False)
+
+
+@pytest.fixture
+def feature_phases(monkeypatch):
+    """Counts how often train() builds a cached-feature phase."""
+    calls = []
+
+    def counting(*args):
+        calls.append(args)
+        return feature_phase(*args)
+
+    monkeypatch.setattr(train_module, "feature_phase", counting)
+    return calls
+
+
+def test_cached_frozen_phase_keeps_the_backbone_and_trains_the_head(fashion_split, pretrained):
+    params, split_dir = fashion_split
+    model = models.build_model("cnn_simple", 4, pretrained)
+    cfg = ModelParams(arch="cnn_simple", weights=pretrained, freeze_epochs=2, lr=0.01, batch_size=32)
+    s = Stepper(model, Preprocessing(28, 28), make_loss("cross_entropy"), torch.device("cpu"), cfg)
+    backbone = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head")}
+    head = model.head.weight.detach().clone()
+
+    models.set_backbone_frozen(model, True)
+    phase = Phase("frozen", 2)
+    runner, train_features, val_loader = feature_phase(s, ArrayDataset(*load_split(split_dir, "train", params.classes)),
+                                                       ArrayDataset(*load_split(split_dir, "val", params.classes)))
+    assert train_features.tensors[0].shape[1] == model.head.in_features
+    opt = make_optimizer(param_groups(model, cfg, phase), cfg)
+    sched = make_schedule(opt, cfg, -(-len(train_features) // cfg.batch_size), phase.epochs)
+    for epoch in range(phase.epochs):
+        train_one_epoch(runner, train_features, val_loader, opt, sched, phase, epoch, 0, "test")
+
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in backbone.items())  # BatchNorm statistics included
+    assert not torch.equal(model.head.weight, head)  # the network's own head was trained
+
+
+def test_cached_and_uncached_frozen_phases_follow_the_same_trajectory(fashion_split, tmp_path, pretrained,
+                                                                      feature_phases, monkeypatch):
+    base, split_dir = fashion_split
+    params = with_model(base, weights=pretrained, freeze_epochs=3, epochs=1, dropout=0.3)
+    cached = run(params, split_dir, tmp_path / "cached")
+    assert len(feature_phases) == 1
+    monkeypatch.setattr(train_module, "caches_features", lambda *args: False)
+    uncached = run(params, split_dir, tmp_path / "uncached")
+    assert len(feature_phases) == 1
+
+    # Same batches, shuffling and dropout masks: equal up to floating-point summation order.
+    for a, b in zip(cached["history"], uncached["history"]):
+        assert a["phase"] == b["phase"]
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=0.02)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-3)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+    assert cached["history"][2]["train_loss"] < cached["history"][0]["train_loss"]  # the head did learn
+
+
+@pytest.mark.parametrize("augment", [{"hflip": True}, {"mixup": 0.4}])
+def test_augmentation_turns_the_cache_off(fashion_split, tmp_path, pretrained, feature_phases, augment):
+    base, split_dir = fashion_split
+    params = with_model(base, weights=pretrained, freeze_epochs=1, epochs=1, augment=augment)
+    run(params, split_dir, tmp_path / "augmented")
+    assert feature_phases == []
+
+
+def test_a_run_interrupted_in_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained, monkeypatch):
+    base, split_dir = fashion_split
+    params = with_model(base, weights=pretrained, freeze_epochs=3, epochs=1)
+    fresh = run(params, split_dir, tmp_path / "fresh")
+
+    save = train_module.save_resume_state
+    saved = []
+
+    def save_then_die(*args):
+        save(*args)
+        saved.append(1)
+        if len(saved) == 2:  # after the second frozen epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_resume_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(params, split_dir, tmp_path / "resumed")
+    monkeypatch.setattr(train_module, "save_resume_state", save)
+    resumed = run(params, split_dir, tmp_path / "resumed")
+    assert [h["phase"] for h in resumed["history"]] == ["frozen"] * 3 + ["unfrozen"]
+    for a, b in zip(resumed["history"], fresh["history"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+
+
+def test_dropout_before_head_is_found_for_each_family():
+    assert dropout_before_head(models.build_model("cnn_simple", 3, dropout=0.1)) == 0.1
+    assert dropout_before_head(models.build_model("efficientnet_lite0", 3, dropout=0.3)) == 0.3  # timm's drop_rate
+    assert dropout_before_head(models.build_model("mobilenet_v2", 3)) == 0.2  # classifier[0]
+    assert dropout_before_head(models.build_model("resnet18", 3)) == 0.0
