@@ -17,3 +17,18 @@ def test_range_test_on_real_data_stops_when_the_loss_explodes(fashion_split, tmp
     assert 1e-7 <= result["suggestion"] <= 10 and math.isfinite(result["suggestion"])
     assert min(result["losses"]) < result["losses"][0]
     assert plot(result, tmp_path / "lr.png").stat().st_size > 1000
+
+
+def test_cli_lr_find_writes_plot_and_suggestion(fashion_split, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from conftest import tiny_params_dict
+    from imgclass.cli import main
+
+    params, split_dir = fashion_split
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["lr-find", "cnn_simple", "--split-dir", str(split_dir), "--steps", "30"]) == 0
+    assert "suggested lr" in capsys.readouterr().out
+    assert (tmp_path / "plots" / "lr_find" / "cnn_simple.png").exists()
+    assert main(["lr-find", "nope", "--split-dir", str(split_dir)]) == 1

@@ -14,7 +14,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_params(args.params).validate if args.params else ValidateParams()
     try:
         summary = images.validate_tree(Path(args.src), Path(args.dest), cfg)
-    except (FileNotFoundError, images.NoImagesAccepted) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # missing SRC, nothing accepted, DEST inside SRC
         print(f"imgclass validate: {exc}", file=sys.stderr)
         return 1
     if args.summary:
@@ -82,6 +82,27 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from imgclass import files
+    from imgclass.lr_find import lr_range_test, plot
+    from imgclass.params import ParamsError, load_params
+
+    try:
+        params = load_params(args.params)
+    except ParamsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.model not in params.models:
+        print(f"imgclass lr-find: no model {args.model!r} in {args.params} ({', '.join(params.models)})", file=sys.stderr)
+        return 1
+    result = lr_range_test(args.model, params, Path(args.split_dir), steps=args.steps)
+    out = Path(args.out or f"plots/lr_find/{args.model}.png")
+    plot(result, out, title=f"{args.model}: learning-rate range test")
+    files.write_json(out.with_suffix(".json"), result)
+    print(f"{args.model}: suggested lr {result['suggestion']:.2e} (plot: {out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="read the validate section of this params.yaml (default: built-in defaults)")
     p.add_argument("--summary", help="also write the summary as JSON here")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test for a model of params.yaml; plot + suggestion")
+    p.add_argument("model")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--split-dir", default="data/split", help="output of the split stage")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--out", help="PNG path (default plots/lr_find/MODEL.png)")
+    p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("check-params", help="validate params.yaml and report the first bad key")
     p.add_argument("params", nargs="?", default="params.yaml")
