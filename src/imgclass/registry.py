@@ -121,24 +121,13 @@ def input_example() -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(buffer.getvalue()).decode()]})
 
 
-def use_experiment() -> None:
-    """The project's store and experiment, with artifacts where training puts them (as Tracker does)."""
-    mlflow.set_tracking_uri(tracking.tracking_uri())
-    if mlflow.get_experiment_by_name(tracking.EXPERIMENT) is None:
-        try:
-            mlflow.create_experiment(tracking.EXPERIMENT, artifact_location=tracking.artifact_root())
-        except mlflow.exceptions.MlflowException:  # created meanwhile by another process
-            pass
-    mlflow.set_experiment(tracking.EXPERIMENT)
-
-
 def register(model: str = BEST, name: str = REGISTERED_NAME, models_dir: Path | str = "models",
              metrics_dir: Path | str = "metrics/eval"):
     """Log the chosen model(s) as one pyfunc model, register it as a new version of `name`; return
     the ModelVersion."""
     checkpoints = member_checkpoints(model, models_dir, metrics_dir)
     members = load_members(list(checkpoints.values()))  # fails early: missing model, classes disagree
-    use_experiment()
+    tracking.use_experiment()
     source = ENSEMBLE if len(checkpoints) > 1 or model == ENSEMBLE else next(iter(checkpoints))
     with mlflow.start_run(run_name=f"register {name}", tags={"model": source, "purpose": "register"}):
         info = mlflow.pyfunc.log_model(

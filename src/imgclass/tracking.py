@@ -52,6 +52,19 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def use_experiment() -> None:
+    """Point MLflow at the project's store and experiment (artifacts beside the store)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
+            pass
+    mlflow.set_experiment(EXPERIMENT)
+
+
 class Tracker:
     """One training run: MLflow run + DVCLive directory, logged to in step with the epochs."""
 
@@ -64,13 +77,7 @@ class Tracker:
         import mlflow
         from dvclive import Live
 
-        mlflow.set_tracking_uri(tracking_uri())
-        if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-            try:
-                mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
-            except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
-                pass
-        mlflow.set_experiment(EXPERIMENT)
+        use_experiment()
         exp_name = os.environ.get("DVC_EXP_NAME")
         self.run = mlflow.start_run(run_name=f"{run_name}" + (f"@{exp_name}" if exp_name else ""),
                                     tags={"model": run_name, "dvc_exp": exp_name or "workspace"})
