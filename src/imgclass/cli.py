@@ -23,13 +23,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check_params(args: argparse.Namespace) -> int:
+def load_params_or_report(path: str):
+    """The validated params, or None after printing the one-line error."""
     from imgclass.params import ParamsError, load_params
 
     try:
-        params = load_params(args.params)
+        return load_params(path)
     except ParamsError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_check_params(args: argparse.Namespace) -> int:
+    params = load_params_or_report(args.params)
+    if params is None:
         return 1
     print(f"{args.params}: ok ({len(params.classes)} classes, models: {', '.join(params.models)})")
     return 0
@@ -85,12 +92,9 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from imgclass import files
     from imgclass.lr_find import lr_range_test, plot
-    from imgclass.params import ParamsError, load_params
 
-    try:
-        params = load_params(args.params)
-    except ParamsError as exc:
-        print(exc, file=sys.stderr)
+    params = load_params_or_report(args.params)
+    if params is None:
         return 1
     if args.model not in params.models:
         print(f"imgclass lr-find: no model {args.model!r} in {args.params} ({', '.join(params.models)})", file=sys.stderr)
