@@ -1,9 +1,13 @@
-"""Stage train@NAME: train one model from params.models.NAME on data/split; best weights to models/NAME."""
+"""Stage train@NAME: train one model from params.models.NAME on data/split; best weights to models/NAME.
 
+With distributed.nproc_per_node > 1 the stage runs itself again under torchrun, one process per
+GPU (or share of the CPU); rank 0 writes the outputs."""
+
+import subprocess
 import sys
 from pathlib import Path
 
-from imgclass import files
+from imgclass import distributed, files
 from imgclass.params import load_params
 from imgclass.plots import training_curves_png
 from imgclass.train import train
@@ -14,11 +18,15 @@ def main(name: str) -> int:
     if name not in params.models:
         print(f"train: no model {name!r} in params.yaml models ({', '.join(params.models)})", file=sys.stderr)
         return 2
+    processes = params.distributed.nproc_per_node
+    if processes > 1 and not distributed.launched_by_torchrun():
+        return subprocess.call(distributed.torchrun_command(__file__, [name], processes))
     result = train(name, params, split_dir=Path("data/split"), model_dir=Path("models") / name,
                    resume_dir=Path("data/checkpoints") / name, dvclive_dir=Path("dvclive") / name)
-    history = result.pop("history")
-    files.write_json(f"metrics/train/{name}.json", result)
-    training_curves_png(history, Path(f"plots/train/{name}.png"), title=name)
+    if distributed.World.from_env().is_main:
+        history = result.pop("history")
+        files.write_json(f"metrics/train/{name}.json", result)
+        training_curves_png(history, Path(f"plots/train/{name}.png"), title=name)
     return 0
 
 

@@ -183,6 +183,13 @@ class BenchmarkParams(Section):
         return archs
 
 
+class DistributedParams(Section):
+    # > 1: the train stage relaunches itself under torchrun with DistributedDataParallel, one process
+    # per GPU (or per share of the CPU cores); each model's batch_size is split across the processes.
+    nproc_per_node: int = Field(1, ge=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto = nccl on cuda, gloo on cpu
+
+
 # --- the whole file ---------------------------------------------------------------------------
 
 class Params(Section):
@@ -196,6 +203,7 @@ class Params(Section):
     models: dict[str, ModelParams] = Field(min_length=1)
     ensemble: EnsembleParams = EnsembleParams()
     benchmark: BenchmarkParams = BenchmarkParams()
+    distributed: DistributedParams = DistributedParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -216,6 +224,11 @@ class Params(Section):
                 raise ValueError(f"ensemble.members: unknown model {name!r}; models are {', '.join(self.models)}")
         if self.ensemble.tie_break and self.ensemble.tie_break not in self.ensemble_members:
             raise ValueError(f"ensemble.tie_break: {self.ensemble.tie_break!r} is not an ensemble member")
+        for name, model in self.models.items():
+            if model.batch_size % self.distributed.nproc_per_node:
+                raise ValueError(f"models.{name}.batch_size: {model.batch_size} cannot be split over "
+                                 f"distributed.nproc_per_node={self.distributed.nproc_per_node} processes; "
+                                 "use a multiple of it")
         if self.scrape.source == "folder":
             missing = [c for c in self.classes if c not in self.scrape.folder.mapping]
             if missing:
@@ -267,6 +280,10 @@ def _describe(error: dict, raw: dict) -> str:
     if error["type"] == "missing":
         return f"{key}: required key is missing"
     msg = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a check across sections: its message names the keys
+        return msg
+    if isinstance(error.get("input"), dict):  # a check across a section's keys: the section is the key
+        return f"{key}: {msg}"
     return f"{key}: {msg} (got {error.get('input')!r})"
 
 

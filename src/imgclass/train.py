@@ -8,11 +8,14 @@ alone; phase two unfreezes and trains everything with discriminative learning ra
 A frozen phase without augmentation sees the same backbone output for an image every epoch, so it
 computes the head's input features once (backbone in eval mode) and trains the head on them alone:
 see `FeatureStepper`.
+
+Under torchrun the same loop runs in every process with DistributedDataParallel: see distributed.py.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from imgclass import files, models
 from imgclass.checkpoint import save_checkpoint
 from imgclass.devices import resolve_device
+from imgclass.distributed import World, process_group
 from imgclass.losses import balanced_class_weights, make_loss
 from imgclass.params import ModelParams, Params
 from imgclass.preprocess import Preprocessing, augmentation, batch_mixing
@@ -72,9 +76,16 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                device: torch.device) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                device: torch.device, world: World = World()) -> DataLoader:
+    """Batches of this process's share of `dataset` (all of it for a single process).
+
+    Shuffling draws one permutation per seed and deals it out round-robin (DistributedSampler), so N
+    processes with batch_size / N each see together the global batches one process sees."""
+    if shuffle:
+        sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
+    else:
+        sampler = range(world.rank, len(dataset), world.size)  # in order, unpadded: every image once
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
                       num_workers=num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=False, drop_last=False)
 
@@ -134,7 +145,11 @@ def autocast(device: torch.device, enabled: bool):
 
 @dataclass
 class Stepper:
-    """Everything one epoch needs, bundled so run_epoch stays short."""
+    """Everything one epoch needs, bundled so run_epoch stays short.
+
+    `network` is what training steps call: `model` itself, or its DistributedDataParallel wrapper,
+    which averages gradients across processes. Evaluation calls `model`: no collectives, so each
+    process may see a different number of batches."""
     model: nn.Module
     prep: Preprocessing
     loss_fn: object
@@ -142,11 +157,24 @@ class Stepper:
     cfg: ModelParams
     mixing: object = None
     scaler: object = None
+    world: World = World()
+    network: nn.Module | None = None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def __post_init__(self):
+        if self.network is None:
+            self.network = self.model
+
+    def distributed(self) -> "Stepper":
+        """This stepper with its model wrapped for the current phase (after freezing)."""
+        return dataclasses.replace(self, network=self.world.wrap(self.model, self.device))
+
+    def net(self, training: bool) -> nn.Module:
+        return self.network if training else self.model
+
+    def forward(self, images: torch.Tensor, training: bool = False) -> torch.Tensor:
         """A uint8 image batch on the device -> logits."""
         memory = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-        return self.model(self.prep.normalize(images).contiguous(memory_format=memory))
+        return self.net(training)(self.prep.normalize(images).contiguous(memory_format=memory))
 
 
 @dataclass
@@ -154,19 +182,21 @@ class FeatureStepper(Stepper):
     """Trains the head alone on cached head inputs: batches are feature vectors, not images, and
     `model` is the dropout that precedes the head followed by the head (shared with the network)."""
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.model(features)
+    def forward(self, features: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return self.net(training)(features)
 
 
 def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, frozen=False, desc="") -> dict:
-    """One pass; trains when an optimizer is given. Returns mean loss and accuracy."""
+    """One pass over this process's share; trains when an optimizer is given. Returns mean loss and
+    accuracy over all processes."""
     training = optimizer is not None
-    s.model.train(training)
+    s.net(training).train(training)
     if training and frozen:
         models.apply_frozen_mode(s.model)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
-        for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=2.0, disable=None):
+        for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=2.0,
+                                   disable=None if s.world.is_main else True):
             images = images.to(s.device, non_blocking=True)
             labels = labels.to(s.device, non_blocking=True)
             targets = labels
@@ -174,7 +204,7 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
                 # MixUp blends pixels, which uint8 cannot hold; normalize accepts 0..255 floats as well.
                 images, targets = s.mixing(images.float(), labels)
             with autocast(s.device, s.cfg.amp):
-                logits = s.forward(images)
+                logits = s.forward(images, training)
                 loss = s.loss_fn(logits.float(), targets)
             if training:
                 step(s, loss, optimizer)
@@ -182,6 +212,7 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += len(labels)
+    total_loss, correct, seen = s.world.sum([total_loss, correct, seen], s.device)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
@@ -240,16 +271,18 @@ def feature_phase(s: Stepper, train_ds: Dataset, val_ds: Dataset) -> tuple[Featu
     Equivalent to the uncached frozen phase (same batches, shuffling, dropout before the head, optimizer
     and schedule on the same head parameters) except that the backbone runs in eval mode once, so
     dropout or stochastic depth inside the backbone (torchvision's efficientnet_b0) is off. The features
-    stay in host memory: N x head width floats (7,000 images x 1,280 = 36 MB for efficientnet_lite0)."""
+    stay in host memory: N x head width floats (7,000 images x 1,280 = 36 MB for efficientnet_lite0).
+    Under torchrun every process computes all of them: one pass, then each trains on its share."""
     started = time.perf_counter()
     train_features, val_features = head_inputs(s, train_ds), head_inputs(s, val_ds)
-    print(f"frozen phase: cached {train_features.tensors[0].shape[1]}-d features of {len(train_features)} train "
-          f"and {len(val_features)} val images in {time.perf_counter() - started:.1f}s", flush=True)
+    s.world.print(f"frozen phase: cached {train_features.tensors[0].shape[1]}-d features of {len(train_features)} "
+                  f"train and {len(val_features)} val images in {time.perf_counter() - started:.1f}s")
     head = nn.Sequential(nn.Dropout(dropout_before_head(s.model)), s.model.get_submodule(models.head_name(s.model)))
     # In-memory tensors: worker processes would only add their start-up time.
     cfg = s.cfg.model_copy(update={"num_workers": 0})
-    feature_stepper = FeatureStepper(head, s.prep, s.loss_fn, s.device, cfg, mixing=None, scaler=s.scaler)
-    val_loader = make_loader(val_features, cfg.batch_size * 2, False, 0, 0, s.device)
+    feature_stepper = FeatureStepper(head, s.prep, s.loss_fn, s.device, cfg, mixing=None, scaler=s.scaler,
+                                     world=s.world)
+    val_loader = make_loader(val_features, cfg.batch_size * 2, False, 0, 0, s.device, s.world)
     return feature_stepper, train_features, val_loader
 
 
@@ -281,13 +314,15 @@ class EarlyStopper:
 def train_one_epoch(s: Stepper, train_ds: Dataset, val_loader: DataLoader, optimizer, scheduler, phase: Phase,
                     epoch: int, seed: int, desc: str) -> dict:
     # Seeds fixed by epoch: a resumed run shuffles and augments exactly as an uninterrupted one.
-    torch.manual_seed(seed * 1000 + epoch)
-    loader = make_loader(train_ds, s.cfg.batch_size, True, seed * 1000 + epoch, s.cfg.num_workers, s.device)
+    # The shuffle seed is shared by all processes (one permutation); augmentation differs per process.
+    torch.manual_seed((seed * 1000 + epoch) * s.world.size + s.world.rank)
+    loader = make_loader(train_ds, s.cfg.batch_size // s.world.size, True, seed * 1000 + epoch, s.cfg.num_workers,
+                         s.device, s.world)
     train_m = run_epoch(s, loader, optimizer, scheduler, frozen=phase.name == "frozen", desc=f"{desc} {phase.name}")
     val_m = run_epoch(s, val_loader, desc=f"{desc} val")
     metrics = {"train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
                "val_loss": val_m["loss"], "val_accuracy": val_m["accuracy"], "lr": optimizer.param_groups[-1]["lr"]}
-    print(f"{desc} {phase.name}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+    s.world.print(f"{desc} {phase.name}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
 
 
@@ -300,10 +335,20 @@ def fingerprint(params: Params, name: str) -> str:
 
 def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
           dvclive_dir: Path, track: bool = True) -> dict:
-    """Train model `name` from params; write model_dir/model.pt (best weights + meta). Returns a summary."""
+    """Train model `name` from params; write model_dir/model.pt (best weights + meta). Returns a summary.
+
+    Under torchrun, every process calls this; rank 0 alone tracks and writes files."""
+    world = World.from_env()
+    device = world.local_device(resolve_device(params.device))
+    world.local_batch_size(params.models[name].batch_size, f"models.{name}.batch_size")
+    with process_group(world, device, params.distributed.backend):
+        return train_in_process(name, params, split_dir, model_dir, resume_dir, dvclive_dir, track, world, device)
+
+
+def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
+                     dvclive_dir: Path, track: bool, world: World, device: torch.device) -> dict:
     cfg = params.models[name]
     seed_everything(params.seed)
-    device = resolve_device(params.device)
     classes = list(params.classes)
     train_x, train_y = load_split(split_dir, "train", classes)
     val_x, val_y = load_split(split_dir, "val", classes)
@@ -316,10 +361,11 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
     stepper = Stepper(model, prep, make_loss(cfg.loss, weight, label_smoothing=cfg.label_smoothing,
                                              focal_gamma=cfg.focal_gamma),
                       device, cfg, mixing=batch_mixing(cfg.augment, len(classes)),
-                      scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None)
+                      scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None,
+                      world=world)
     train_ds = ArrayDataset(train_x, train_y, augmentation(cfg.augment, params.image_size))
     val_ds = ArrayDataset(val_x, val_y)
-    val_loader = make_loader(val_ds, cfg.batch_size * 2, False, 0, cfg.num_workers, device)
+    val_loader = make_loader(val_ds, cfg.batch_size * 2, False, 0, cfg.num_workers, device, world)
 
     resume_path = resume_dir / "last.pt"
     tag = fingerprint(params, name)
@@ -329,11 +375,11 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
     best_state = state["best_state"] if state else copy.deepcopy(model.state_dict())
     if state:
         stopper.load(state["stopper"])
-        print(f"{name}: resuming after epoch {len(history)} from {resume_path}")
+        world.print(f"{name}: resuming after epoch {len(history)} from {resume_path}")
 
     tracker = Tracker(name, {"model": name, **cfg.model_dump(), "seed": params.seed,
                              "image_size": params.image_size, "classes": ",".join(classes)},
-                      dvclive_dir, enabled=track)
+                      dvclive_dir, enabled=track and world.is_main)
     started, epoch, done = time.perf_counter(), 0, len(history)  # done: epochs finished before a resume
     try:
         phases = plan_phases(cfg)
@@ -342,6 +388,7 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
             runner, phase_train_ds, phase_val_loader = stepper, train_ds, val_loader
             if caches_features(phase, stepper, train_ds) and epoch + phase.epochs > done:
                 runner, phase_train_ds, phase_val_loader = feature_phase(stepper, train_ds, val_ds)
+            runner = runner.distributed()
             optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
             scheduler = make_schedule(optimizer, cfg, math.ceil(len(train_ds) / cfg.batch_size), phase.epochs)
             if epoch >= done:
@@ -361,9 +408,10 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
                 if stopper.improved(metrics, epoch):
                     best_state = copy.deepcopy(model.state_dict())
                 epoch += 1
-                save_resume_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper, history)
+                if world.is_main:
+                    save_resume_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper, history)
                 if phase_index == len(phases) - 1 and stopper.should_stop():
-                    print(f"{name}: early stop, no {stopper.metric} improvement in {stopper.patience} epochs")
+                    world.print(f"{name}: early stop, no {stopper.metric} improvement in {stopper.patience} epochs")
                     break
         seconds = time.perf_counter() - started
         model.load_state_dict(best_state)
@@ -372,17 +420,19 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
                    "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
                    "train_accuracy": best["train_accuracy"], "train_loss": best["train_loss"],
                    "train_seconds": round(seconds, 2), "parameters": models.count_parameters(model),
-                   "device": device.type}
-        meta = checkpoint_meta(name, cfg, classes, prep, summary, tracker)
-        save_checkpoint(model_dir / "model.pt", model, meta)
-        tracker.log_summary(summary)
-        example = prep.normalize(torch.from_numpy(np.array(train_x[:2])).permute(0, 3, 1, 2)).numpy()
-        tracker.log_model(model.cpu().eval(), example, meta)
+                   "device": device.type, "processes": world.size}
+        if world.is_main:
+            meta = checkpoint_meta(name, cfg, classes, prep, summary, tracker)
+            save_checkpoint(model_dir / "model.pt", model, meta)
+            tracker.log_summary(summary)
+            example = prep.normalize(torch.from_numpy(np.array(train_x[:2])).permute(0, 3, 1, 2)).numpy()
+            tracker.log_model(model.cpu().eval(), example, meta)
         tracker.close()
     except BaseException:
         tracker.close("KILLED")
         raise
-    resume_path.unlink(missing_ok=True)
+    if world.is_main:
+        resume_path.unlink(missing_ok=True)
     return {**summary, "history": history}
 
 
