@@ -172,3 +172,22 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
     assert [m.step for m in history] == [0, 1]
     assert (tmp_path / "live" / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
     assert result["epochs_run"] == 2
+
+
+def test_compiled_training_follows_eager_training_and_saves_plain_weights(fashion_split, tmp_path):
+    base, split_dir = fashion_split
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    runs = {}
+    for compiled in (False, True):
+        params = with_model(base, epochs=1, dropout=0.0, compile=compiled, augment={"hflip": True})
+        out = tmp_path / str(compiled)
+        runs[compiled] = train("m", params, split_dir, out / "model", out / "resume", out / "live", track=False)
+        assert not (out / "resume" / "last.pt").exists()
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo traced the training step
+    eager, compiled = runs[False]["history"][0], runs[True]["history"][0]
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=2e-3)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=2e-3)
+    model, meta, _ = load_trained(tmp_path / "True" / "model" / "model.pt")  # no "_orig_mod." in the keys
+    assert meta["params"]["compile"] is True and isinstance(model, torch.nn.Module)

@@ -1,7 +1,7 @@
 """What the model looks at and where it fails: penultimate features (t-SNE), Grad-CAM, top losses.
 
 Images come as uint8 N x H x W x 3 (as `split.load_split` gives them), except `gradcam`, which takes
-uint8 N x 3 x H x W like `Preprocessing.normalize`. PNGs are written atomically through `plots._save`.
+uint8 N x 3 x H x W like `Preprocessing.normalize`. PNGs are written atomically through `plots.save_png`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgclass import models
-from imgclass.plots import _save, plt  # plt from plots: the headless backend is already chosen
+from imgclass.plots import save_png, plt  # plt from plots: the headless backend is already chosen
 from imgclass.preprocess import Preprocessing
 
 
@@ -67,7 +67,7 @@ def tsne_png(features: np.ndarray, labels: np.ndarray, classes: list[str], path:
     ax.set_yticks([])
     ax.set_title(f"t-SNE of penultimate features ({len(x)} test images)")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, frameon=False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def gradcam_layer(model: nn.Module, sample: torch.Tensor) -> nn.Conv2d:
@@ -163,7 +163,7 @@ def gradcam_png(model: nn.Module, prep: Preprocessing, images: np.ndarray, label
         bottom.imshow(image)
         bottom.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
     fig.suptitle("Grad-CAM for the predicted class (true / pred (p))")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def top_losses_png(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str], path: Path,
@@ -183,4 +183,4 @@ def top_losses_png(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, cl
         ax.set_title(f"true {classes[labels[i]]}\npred {classes[predicted[i]]} ({probs[i, predicted[i]]:.2f})\n"
                      f"p(true) {p_true[i]:.2f}  loss {loss[i]:.2f}", fontsize=8)
     fig.suptitle("top losses")
-    return _save(fig, path)
+    return save_png(fig, path)

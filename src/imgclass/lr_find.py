@@ -32,8 +32,8 @@ def lr_range_test(name: str, params: Params, split_dir: Path, start_lr: float = 
     optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
     ratios = [g["lr"] / cfg.lr for g in optimizer.param_groups]  # keep discriminative ratios
     loss_fn = make_loss(cfg.loss, label_smoothing=cfg.label_smoothing, focal_gamma=cfg.focal_gamma)
-    loader = make_loader(ArrayDataset(images, labels, augmentation(cfg.augment, params.image_size)),
-                         cfg.batch_size, True, params.seed, cfg.num_workers, device)
+    loader = make_loader(ArrayDataset(images, labels), cfg.batch_size, True, params.seed, cfg.num_workers, device)
+    augment = augmentation(cfg.augment, params.image_size) or (lambda batch: batch)
     factor = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
     batches = iter(loader)
@@ -48,7 +48,7 @@ def lr_range_test(name: str, params: Params, split_dir: Path, start_lr: float = 
             group["lr"] = lr * ratio
         if phase.name == "frozen":
             models.apply_frozen_mode(model)
-        loss = loss_fn(model(prep.normalize(x.to(device))), y.to(device))
+        loss = loss_fn(model(prep.normalize(augment(x.to(device)))), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -74,7 +74,7 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def plot(result: dict, path: Path, title: str = "") -> Path:
-    from imgclass.plots import _save, plt
+    from imgclass.plots import save_png, plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])
@@ -84,4 +84,4 @@ def plot(result: dict, path: Path, title: str = "") -> Path:
     ax.set_ylabel("smoothed training loss")
     ax.set_title(title or "learning-rate range test")
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)

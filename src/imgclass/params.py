@@ -138,6 +138,7 @@ class ModelParams(Section):
     grad_clip: Optional[float] = Field(None, gt=0)
     amp: bool = False
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training step's network (needs a C++ compiler on the CPU)
     num_workers: int = Field(0, ge=0)
     augment: Augment = Augment()
     early_stopping: EarlyStopping = EarlyStopping()

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 from imgclass import files  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically as PNG and close it."""
     with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -36,7 +37,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], path: Path, normalize: boo
             text = f"{data[i, j]:.2f}" if normalize else str(int(data[i, j]))
             ax.text(j, i, text, ha="center", va="center", fontsize=8,
                     color="white" if data[i, j] > threshold else "black")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def reliability_png(bins: list[dict], ece: float, path: Path) -> Path:
@@ -48,7 +49,7 @@ def reliability_png(bins: list[dict], ece: float, path: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability (ECE {ece:.3f})")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def training_curves_png(history: list[dict], path: Path, title: str = "") -> Path:
@@ -63,7 +64,7 @@ def training_curves_png(history: list[dict], path: Path, title: str = "") -> Pat
         ax.set_xlabel("epoch")
         ax.legend()
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def bar_png(values: dict[str, float], path: Path, title: str, xlabel: str = "test accuracy") -> Path:
@@ -76,4 +77,4 @@ def bar_png(values: dict[str, float], path: Path, title: str, xlabel: str = "tes
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -41,19 +41,17 @@ from imgclass.tracking import Tracker
 
 
 class ArrayDataset(Dataset):
-    """uint8 N x H x W x 3 images (memory-mapped) -> (uint8 3 x H x W tensor, label)."""
+    """uint8 N x H x W x 3 images (memory-mapped) -> (uint8 3 x H x W tensor, label). Augmentation
+    happens later, per batch on the device (Stepper.augment)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, augment=None):
-        self.images, self.labels, self.augment = images, labels, augment
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        x = torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1)
-        if self.augment is not None:
-            x = self.augment(x)
-        return x, int(self.labels[i])
+        return torch.from_numpy(np.array(self.images[i])).permute(2, 0, 1), int(self.labels[i])
 
 
 @dataclass
@@ -155,6 +153,7 @@ class Stepper:
     loss_fn: object
     device: torch.device
     cfg: ModelParams
+    augment: object = None  # preprocess.augmentation: whole batches, on the device
     mixing: object = None
     scaler: object = None
     world: World = World()
@@ -164,9 +163,13 @@ class Stepper:
         if self.network is None:
             self.network = self.model
 
-    def distributed(self) -> "Stepper":
-        """This stepper with its model wrapped for the current phase (after freezing)."""
-        return dataclasses.replace(self, network=self.world.wrap(self.model, self.device))
+    def for_phase(self) -> "Stepper":
+        """This stepper with the network training steps call, built after the phase's freezing: DDP
+        registers the parameters that need gradients, and torch.compile traces what runs."""
+        network = self.world.wrap(self.model, self.device)
+        if self.cfg.compile:
+            network = torch.compile(network)
+        return dataclasses.replace(self, network=network)
 
     def net(self, training: bool) -> nn.Module:
         return self.network if training else self.model
@@ -200,8 +203,10 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
             images = images.to(s.device, non_blocking=True)
             labels = labels.to(s.device, non_blocking=True)
             targets = labels
+            if training and s.augment is not None:
+                images = s.augment(images)  # 0..255 floats, which normalize accepts as well as uint8
             if training and s.mixing is not None:
-                # MixUp blends pixels, which uint8 cannot hold; normalize accepts 0..255 floats as well.
+                # MixUp blends pixels, which uint8 cannot hold.
                 images, targets = s.mixing(images.float(), labels)
             with autocast(s.device, s.cfg.amp):
                 logits = s.forward(images, training)
@@ -232,9 +237,9 @@ def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> No
         optimizer.step()
 
 
-def caches_features(phase: Phase, s: Stepper, train_ds: ArrayDataset) -> bool:
+def caches_features(phase: Phase, s: Stepper) -> bool:
     """Only a frozen phase that sees every image unaltered can reuse one forward pass of the backbone."""
-    return phase.name == "frozen" and train_ds.augment is None and s.mixing is None
+    return phase.name == "frozen" and s.augment is None and s.mixing is None
 
 
 def dropout_before_head(model: nn.Module) -> float:
@@ -280,8 +285,7 @@ def feature_phase(s: Stepper, train_ds: Dataset, val_ds: Dataset) -> tuple[Featu
     head = nn.Sequential(nn.Dropout(dropout_before_head(s.model)), s.model.get_submodule(models.head_name(s.model)))
     # In-memory tensors: worker processes would only add their start-up time.
     cfg = s.cfg.model_copy(update={"num_workers": 0})
-    feature_stepper = FeatureStepper(head, s.prep, s.loss_fn, s.device, cfg, mixing=None, scaler=s.scaler,
-                                     world=s.world)
+    feature_stepper = FeatureStepper(head, s.prep, s.loss_fn, s.device, cfg, scaler=s.scaler, world=s.world)
     val_loader = make_loader(val_features, cfg.batch_size * 2, False, 0, 0, s.device, s.world)
     return feature_stepper, train_features, val_loader
 
@@ -360,10 +364,11 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
     weight = balanced_class_weights(train_y, len(classes)).to(device) if cfg.class_weights == "balanced" else None
     stepper = Stepper(model, prep, make_loss(cfg.loss, weight, label_smoothing=cfg.label_smoothing,
                                              focal_gamma=cfg.focal_gamma),
-                      device, cfg, mixing=batch_mixing(cfg.augment, len(classes)),
+                      device, cfg, augment=augmentation(cfg.augment, params.image_size),
+                      mixing=batch_mixing(cfg.augment, len(classes)),
                       scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None,
                       world=world)
-    train_ds = ArrayDataset(train_x, train_y, augmentation(cfg.augment, params.image_size))
+    train_ds = ArrayDataset(train_x, train_y)
     val_ds = ArrayDataset(val_x, val_y)
     val_loader = make_loader(val_ds, cfg.batch_size * 2, False, 0, cfg.num_workers, device, world)
 
@@ -386,9 +391,9 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
         for phase_index, phase in enumerate(phases):
             models.set_backbone_frozen(model, phase.name == "frozen")
             runner, phase_train_ds, phase_val_loader = stepper, train_ds, val_loader
-            if caches_features(phase, stepper, train_ds) and epoch + phase.epochs > done:
+            if caches_features(phase, stepper) and epoch + phase.epochs > done:
                 runner, phase_train_ds, phase_val_loader = feature_phase(stepper, train_ds, val_ds)
-            runner = runner.distributed()
+            runner = runner.for_phase()
             optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
             scheduler = make_schedule(optimizer, cfg, math.ceil(len(train_ds) / cfg.batch_size), phase.epochs)
             if epoch >= done:
