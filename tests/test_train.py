@@ -47,6 +47,20 @@ def test_each_optimizer_takes_a_step(fashion_split, optimizer):
     assert any(not torch.equal(a, b) for a, b in zip(before, s.model.parameters()))
 
 
+@pytest.mark.parametrize("steps_per_epoch,epochs", [(1, 1), (2, 2), (1, 3)])
+def test_one_cycle_copes_with_a_handful_of_steps(steps_per_epoch, epochs):
+    """Tiny datasets (a class or two of scraped photos) give one or two batches per epoch."""
+    cfg = ModelParams(arch="cnn_simple", schedule="onecycle", lr=0.01)
+    opt = make_optimizer(param_groups(models.build_model("cnn_simple", 3), cfg, Phase("unfrozen", epochs)), cfg)
+    sched = make_schedule(opt, cfg, steps_per_epoch, epochs)
+    lrs = []
+    for _ in range(steps_per_epoch * epochs):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert all(0 < lr <= 0.01 for lr in lrs)
+
+
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine", "step", "none"])
 def test_schedules_are_stepped_every_batch(schedule):
     cfg = ModelParams(arch="cnn_simple", schedule=schedule, warmup_epochs=1, step_size=1, gamma=0.5)

@@ -117,9 +117,12 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: ModelParams, steps_per_
     """A schedule stepped after every batch."""
     total = max(1, steps_per_epoch * epochs)
     if cfg.schedule == "onecycle":
+        pct_start = min(0.3, max(cfg.warmup_epochs / epochs, 0.05)) if cfg.warmup_epochs else 0.25
+        # OneCycleLR divides by each phase's length in steps: a handful of steps needs 2 per phase.
+        total = max(total, 4)
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=min(0.3, max(cfg.warmup_epochs / epochs, 0.05)) if cfg.warmup_epochs else 0.25)
+            pct_start=min(max(pct_start, 2 / total), 0.5))
     if cfg.schedule == "cosine":
         warmup = int(cfg.warmup_epochs * steps_per_epoch)
         def factor(step: int) -> float:
