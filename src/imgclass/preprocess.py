@@ -62,9 +62,9 @@ class Preprocessing:
 def augmentation(cfg: Augment, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """Random augmentation drawn per image but applied to a whole batch at once, on the training
     device (kornia): uint8 or 0..255 float N x 3 x H x W -> 0..255 float, same size. None when nothing
-    is switched on. One batched call instead of one transforms call per image: ~7x faster on the CPU
-    (benchmarks/data_path.py), and it runs on the GPU when training does. TrivialAugment picks one
-    operation per batch (kornia's policy) with a strength per image."""
+    is switched on. One batched call instead of one transforms call per image: 2-2.6x faster at batch
+    256 on a 2-core CPU (benchmarks/augment.py), and it runs on the GPU when training does, off the
+    DataLoader. TrivialAugment picks one operation per batch (kornia's policy), strength per image."""
     steps = []
     if cfg.random_resized_crop:
         steps.append(K.RandomResizedCrop((image_size, image_size), scale=(cfg.random_resized_crop, 1.0)))
