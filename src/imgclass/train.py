@@ -148,9 +148,9 @@ def autocast(device: torch.device, enabled: bool):
 class Stepper:
     """Everything one epoch needs, bundled so run_epoch stays short.
 
-    `network` is what training steps call: `model` itself, or its DistributedDataParallel wrapper,
-    which averages gradients across processes. Evaluation calls `model`: no collectives, so each
-    process may see a different number of batches."""
+    `network` is what training steps call: `model` itself, or `model` wrapped for the phase by
+    `for_phase` (DistributedDataParallel, which averages gradients across processes; torch.compile).
+    Evaluation calls `model`: no collectives, so each process may see a different number of batches."""
     model: nn.Module
     prep: Preprocessing
     loss_fn: object
