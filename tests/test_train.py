@@ -205,3 +205,18 @@ def test_compiled_training_follows_eager_training_and_saves_plain_weights(fashio
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], abs=2e-3)
     model, meta, _ = load_trained(tmp_path / "True" / "model" / "model.pt")  # no "_orig_mod." in the keys
     assert meta["params"]["compile"] is True and isinstance(model, torch.nn.Module)
+
+
+def test_loader_workers_change_speed_not_results(fashion_split, tmp_path):
+    """Workers only slice the array (augmentation runs per batch in the training process), persist
+    across epochs, and the sampler's per-epoch shuffle is the same with or without them."""
+    base, split_dir = fashion_split
+    histories = []
+    for workers in (0, 2):
+        params = with_model(base, epochs=2, num_workers=workers, augment={"hflip": True, "random_resized_crop": 0.6})
+        out = tmp_path / str(workers)
+        histories.append(train("m", params, split_dir, out / "model", out / "resume", out / "live",
+                               track=False)["history"])
+    for a, b in zip(*histories):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_accuracy"] == b["val_accuracy"]

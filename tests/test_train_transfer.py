@@ -9,8 +9,8 @@ from imgclass.losses import make_loss
 from imgclass.params import ModelParams, parse_params
 from imgclass.preprocess import Preprocessing
 from imgclass.split import load_split
-from imgclass.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_optimizer,
-                            make_schedule, param_groups, train, train_one_epoch)
+from imgclass.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_loader,
+                            make_optimizer, make_schedule, param_groups, train, train_one_epoch)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,10 @@ def test_cached_frozen_phase_keeps_the_backbone_and_trains_the_head(fashion_spli
                                                        ArrayDataset(*load_split(split_dir, "val", params.classes)))
     assert train_features.tensors[0].shape[1] == model.head.in_features
     opt = make_optimizer(param_groups(model, cfg, phase), cfg)
-    sched = make_schedule(opt, cfg, -(-len(train_features) // cfg.batch_size), phase.epochs)
+    loader = make_loader(train_features, cfg.batch_size, True, 0, 0, torch.device("cpu"))
+    sched = make_schedule(opt, cfg, len(loader), phase.epochs)
     for epoch in range(phase.epochs):
-        train_one_epoch(runner, train_features, val_loader, opt, sched, phase, epoch, 0, "test")
+        train_one_epoch(runner, loader, val_loader, opt, sched, phase, epoch, 0, "test")
 
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in backbone.items())  # BatchNorm statistics included

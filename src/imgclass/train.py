@@ -77,15 +77,16 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int, num
                 device: torch.device, world: World = World()) -> DataLoader:
     """Batches of this process's share of `dataset` (all of it for a single process).
 
-    Shuffling draws one permutation per seed and deals it out round-robin (DistributedSampler), so N
-    processes with batch_size / N each see together the global batches one process sees."""
+    Shuffling draws one permutation per seed and epoch (`loader.sampler.set_epoch`) and deals it out
+    round-robin (DistributedSampler), so N processes with batch_size / N each see together the global
+    batches one process sees. Workers, when asked for, persist across epochs."""
     if shuffle:
         sampler = DistributedSampler(dataset, num_replicas=world.size, rank=world.rank, shuffle=True, seed=seed)
     else:
         sampler = range(world.rank, len(dataset), world.size)  # in order, unpadded: every image once
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=torch.Generator().manual_seed(seed),
                       num_workers=num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False, drop_last=False)
+                      persistent_workers=num_workers > 0, drop_last=False)
 
 
 def param_groups(model: nn.Module, cfg: ModelParams, phase: Phase) -> list[dict]:
@@ -318,14 +319,13 @@ class EarlyStopper:
         self.best_score, self.best_epoch, self.bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
 
 
-def train_one_epoch(s: Stepper, train_ds: Dataset, val_loader: DataLoader, optimizer, scheduler, phase: Phase,
-                    epoch: int, seed: int, desc: str) -> dict:
+def train_one_epoch(s: Stepper, train_loader: DataLoader, val_loader: DataLoader, optimizer, scheduler,
+                    phase: Phase, epoch: int, seed: int, desc: str) -> dict:
     # Seeds fixed by epoch: a resumed run shuffles and augments exactly as an uninterrupted one.
-    # The shuffle seed is shared by all processes (one permutation); augmentation differs per process.
+    # The shuffle is shared by all processes (one permutation); augmentation differs per process.
+    train_loader.sampler.set_epoch(epoch)
     torch.manual_seed((seed * 1000 + epoch) * s.world.size + s.world.rank)
-    loader = make_loader(train_ds, s.cfg.batch_size // s.world.size, True, seed * 1000 + epoch, s.cfg.num_workers,
-                         s.device, s.world)
-    train_m = run_epoch(s, loader, optimizer, scheduler, frozen=phase.name == "frozen", desc=f"{desc} {phase.name}")
+    train_m = run_epoch(s, train_loader, optimizer, scheduler, frozen=phase.name == "frozen", desc=f"{desc} {phase.name}")
     val_m = run_epoch(s, val_loader, desc=f"{desc} val")
     metrics = {"train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
                "val_loss": val_m["loss"], "val_accuracy": val_m["accuracy"], "lr": optimizer.param_groups[-1]["lr"]}
@@ -397,8 +397,10 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
             if caches_features(phase, stepper) and epoch + phase.epochs > done:
                 runner, phase_train_ds, phase_val_loader = feature_phase(stepper, train_ds, val_ds)
             runner = runner.for_phase()
+            train_loader = make_loader(phase_train_ds, cfg.batch_size // world.size, True, params.seed,
+                                       runner.cfg.num_workers, device, world)
             optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
-            scheduler = make_schedule(optimizer, cfg, math.ceil(len(train_ds) / cfg.batch_size), phase.epochs)
+            scheduler = make_schedule(optimizer, cfg, len(train_loader), phase.epochs)
             if epoch >= done:
                 stopper.bad_epochs = 0  # patience counts within a phase
             for _ in range(phase.epochs):
@@ -409,7 +411,7 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                     epoch += 1
                     continue
                 desc = f"{name} {epoch + 1}/{sum(p.epochs for p in phases)}"
-                metrics = train_one_epoch(runner, phase_train_ds, phase_val_loader, optimizer, scheduler, phase,
+                metrics = train_one_epoch(runner, train_loader, phase_val_loader, optimizer, scheduler, phase,
                                           epoch, params.seed, desc=desc)
                 history.append({"epoch": epoch, "phase": phase.name, **metrics})
                 tracker.log_epoch(epoch, metrics)
