@@ -66,7 +66,7 @@ def benchmark_params(args: argparse.Namespace) -> Params:
         "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
         "optimizer": "adamw", "weight_decay": args.weight_decay, "schedule": "onecycle",
         "label_smoothing": args.label_smoothing, "dropout": args.dropout, "channels_last": True,
-        "augment": {"hflip": True, "random_resized_crop": args.crop_scale}}}
+        "augment": {"hflip": True, "random_resized_crop": args.crop_scale or None}}}
     return parse_params(raw, source="benchmark params")
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--crop-scale", type=float, default=0.75, help="random_resized_crop's smallest area")
+    parser.add_argument("--crop-scale", type=float, default=0.0, help="random_resized_crop's smallest area; 0 = no crop")
     parser.add_argument("--val-per-class", type=int, default=500)
     args = parser.parse_args(argv)
 
