@@ -347,7 +347,6 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
     Under torchrun, every process calls this; rank 0 alone tracks and writes files."""
     world = World.from_env()
     device = world.local_device(resolve_device(params.device))
-    world.local_batch_size(params.models[name].batch_size, f"models.{name}.batch_size")
     with process_group(world, device, params.distributed.backend):
         return train_in_process(name, params, split_dir, model_dir, resume_dir, dvclive_dir, track, world, device)
 
@@ -355,6 +354,8 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
 def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
                      dvclive_dir: Path, track: bool, world: World, device: torch.device) -> dict:
     cfg = params.models[name]
+    # params.yaml checks nproc_per_node; this checks the world torchrun actually started (maybe several nodes).
+    batch_size = world.local_batch_size(cfg.batch_size, f"models.{name}.batch_size")
     seed_everything(params.seed)
     classes = list(params.classes)
     train_x, train_y = load_split(split_dir, "train", classes)
@@ -397,8 +398,8 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
             if caches_features(phase, stepper) and epoch + phase.epochs > done:
                 runner, phase_train_ds, phase_val_loader = feature_phase(stepper, train_ds, val_ds)
             runner = runner.for_phase()
-            train_loader = make_loader(phase_train_ds, cfg.batch_size // world.size, True, params.seed,
-                                       runner.cfg.num_workers, device, world)
+            train_loader = make_loader(phase_train_ds, batch_size, True, params.seed, runner.cfg.num_workers, device,
+                                       world)
             optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
             scheduler = make_schedule(optimizer, cfg, len(train_loader), phase.epochs)
             if epoch >= done:
