@@ -10,14 +10,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, require
 from imgclass import plots_template
 
 CHROMIUM = Path("/usr/bin/chromium")
 NODE_MODULES = REPO / "node_modules"
-needs_node_modules = pytest.mark.skipif(not (NODE_MODULES / "vega-embed").is_dir(),
-                                        reason="no node_modules: run `npm install --no-audit --no-fund` (make does)")
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (make setup installs it)")
+
+
+@pytest.fixture
+def node_modules():
+    require((NODE_MODULES / "vega-embed").is_dir(), "node_modules/vega-embed (npm ci)")
+
+
+@pytest.fixture
+def chromium():
+    require(CHROMIUM.exists(), "/usr/bin/chromium (Debian's chromium)")
+
+
+needs_node_modules = pytest.mark.usefixtures("node_modules")
+needs_chromium = pytest.mark.usefixtures("chromium")
 AXIS_TITLES = ("loss", "method", "actual")  # one per vega plot below: text only a drawn chart has
 DVC_YAML = """\
 plots:

@@ -4,14 +4,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FASHION, TUXPAINT, tiny_params_dict
+from conftest import TUXPAINT, require_fashion, require_tuxpaint, tiny_params_dict
 from imgclass import sources
 from imgclass.params import parse_params
 from imgclass.sources import SourceError
 
 
-@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_writes_content_named_pngs_per_class(tmp_path):
+    require_fashion()
     params = parse_params(tiny_params_dict())
     rows = sources.collect(params, tmp_path)
     assert len(rows) == 4 * 60 and {r["status"] for r in rows} == {"ok"}
@@ -31,8 +31,8 @@ def test_fashion_mnist_unknown_class_is_named(tmp_path):
         sources.collect(params, tmp_path)
 
 
-@pytest.mark.skipif(not TUXPAINT.exists(), reason="Debian's tuxpaint-stamps-default is not installed")
 def test_folder_source_maps_classes_to_globs(tmp_path):
+    require_tuxpaint()
     raw = tiny_params_dict(classes=["mammals", "birds"])
     raw["scrape"]["source"] = "folder"
     raw["scrape"]["folder"] = {"root": str(TUXPAINT), "mapping": {"mammals": ["animals/mammals/**/*.png"],
