@@ -8,12 +8,12 @@ from pathlib import Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from imgclass import files, images
+    from imgclass import files, validate
     from imgclass.params import ValidateParams, load_params
 
     cfg = load_params(args.params).validate if args.params else ValidateParams()
     try:
-        summary = images.validate_tree(Path(args.src), Path(args.dest), cfg)
+        summary = validate.validate_tree(Path(args.src), Path(args.dest), cfg)
     except (FileNotFoundError, ValueError) as exc:  # missing SRC, nothing accepted, DEST inside SRC
         print(f"imgclass validate: {exc}", file=sys.stderr)
         return 1
@@ -35,8 +35,22 @@ def load_params_or_report(path: str):
 
 
 def cmd_check_params(args: argparse.Namespace) -> int:
+    """Valid for imgclass *and* complete for DVC, which reads every key dvc.yaml declares from the file."""
+    import yaml
+
+    from imgclass import dvc_params
+
     params = load_params_or_report(args.params)
     if params is None:
+        return 1
+    if args.fill:
+        written = dvc_params.fill_missing(Path(args.params), Path(args.dvc_yaml))
+        if written:
+            print(f"{args.params}: wrote defaults for {', '.join(written)}")
+    missing = dvc_params.missing_keys(yaml.safe_load(Path(args.params).read_text()) or {}, Path(args.dvc_yaml))
+    if missing:
+        print(f"{args.params}: dvc repro needs {', '.join(missing)}, which the file leaves to defaults; "
+              f"run `imgclass check-params --fill` to write them", file=sys.stderr)
         return 1
     print(f"{args.params}: ok ({len(params.classes)} classes, models: {', '.join(params.models)})")
     return 0
@@ -126,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="PNG path (default plots/lr_find/MODEL.png)")
     p.set_defaults(func=cmd_lr_find)
 
-    p = sub.add_parser("check-params", help="validate params.yaml and report the first bad key")
+    p = sub.add_parser("check-params", help="validate params.yaml: the first bad key, and keys dvc repro needs")
     p.add_argument("params", nargs="?", default="params.yaml")
+    p.add_argument("--fill", action="store_true",
+                   help="append the sections dvc.yaml declares but the file leaves out, with their defaults")
+    p.add_argument("--dvc-yaml", default="dvc.yaml", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_check_params)
 
     p = sub.add_parser("predict", help="classify image files and folders with a trained model or the ensemble")
