@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import FASHION, REPO, tiny_params_dict
+from conftest import require_fashion, tiny_params_dict
+from scratch_repo import make_repo, ran_stages, run
 
 pytestmark = pytest.mark.slow
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 900) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the default store must resolve to the repository
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
-
-
-def copy_repository(dst: Path) -> None:
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.split()
-    for name in tracked:
-        source = REPO / name
-        if source.is_file() and not name.startswith(("tests/", "metrics/", "plots/", "dvclive/")) \
-                and name != "dvc.lock":
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dst / name)
 
 
 def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
@@ -45,17 +22,11 @@ def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    if not FASHION.exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
-    repo = tmp_path_factory.mktemp("pipeline")
-    copy_repository(repo)
+    require_fashion()
     raw = tiny_params_dict()
     raw["models"] = {"cnn_simple": {"arch": "cnn_simple", "epochs": 3, "batch_size": 32, "lr": 0.01},
                      "cnn_medium": {"arch": "cnn_medium", "epochs": 3, "batch_size": 32, "lr": 0.01}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.org"],
-                ["git", "config", "user.name", "ci"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        run(cmd, repo)
+    repo = make_repo(tmp_path_factory.mktemp("pipeline"), raw)
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "first run"], repo)
@@ -82,17 +53,18 @@ def test_repro_produces_every_declared_output(repo):
 
 def test_second_repro_is_a_no_op(repo):
     started = time.perf_counter()
-    out = run(["dvc", "repro"], repo)
+    proc = run(["dvc", "repro"], repo)
+    out = proc.stdout + proc.stderr
     assert "Data and pipelines are up to date" in out
     assert "Running stage" not in out
     assert time.perf_counter() - started < 30
 
 
 def test_changing_one_model_reruns_only_what_depends_on_it(repo):
-    out = run(["dvc", "exp", "run", "-S", "models.cnn_simple.lr=0.02"], repo)
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train@cnn_simple", "evaluate@cnn_simple", "ensemble"}
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    proc = run(["dvc", "exp", "run", "-S", "models.cnn_simple.lr=0.02"], repo)
+    out = proc.stdout + proc.stderr
+    assert ran_stages(out) == {"train@cnn_simple", "evaluate@cnn_simple", "ensemble"}
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     experiment = shown[1]["experiments"][0]["revs"][0]["data"]
     assert experiment["params"]["params.yaml"]["data"]["models"]["cnn_simple"]["lr"] == 0.02
     for metrics_file in ("metrics/eval/cnn_simple.json", "metrics/ensemble.json", "metrics/train/cnn_medium.json"):
