@@ -3,14 +3,14 @@
 import sys
 from pathlib import Path
 
-from imgclass import files, images
+from imgclass import files, validate
 from imgclass.params import load_params
 
 
 def main() -> int:
     params = load_params()
     try:
-        summary = images.validate_tree(Path("data/raw"), Path("data/clean"), params.validate, params.classes)
+        summary = validate.validate_tree(Path("data/raw"), Path("data/clean"), params.validate, params.classes)
     except (FileNotFoundError, ValueError) as exc:  # missing SRC, nothing accepted, bad layout
         print(f"validate: {exc}", file=sys.stderr)
         return 1

@@ -1,25 +1,22 @@
-"""imgclass.images: decoding one file (load_rgb), hashing, and validating a tree of class folders."""
+"""imgclass.images: decoding one file (load_rgb, decoded), the sniffer and bomb guard, hashing."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import time
+from functools import partial
 
 import imagehash
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from imgclass.files import read_csv
 from imgclass.images import (
-    REASONS, REPORT_COLUMNS, ImageRejected, NoImagesAccepted, leader_groups, load_rgb, perceptual_hash,
-    sha256_of_file, sha256_of_pixels, validate_tree,
+    REASONS, ImageRejected, check_pixel_count, decoded, load_rgb, perceptual_hash, sha256_of_file, sha256_of_pixels,
+    sniff_format,
 )
 from imgclass.params import ValidateParams
-from odd_images import (
-    FIRST, LATER, WHITE, cut, encode, encoder_missing, odd_files, photo, png_bomb, webp_bomb, write_corpus,
-)
+from odd_images import FIRST, LATER, WHITE, cut, encode, encoder_missing, odd_files, photo, png_bomb, webp_bomb
 
 # Bomb files legitimately make Pillow warn before we reject them.
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -187,7 +184,7 @@ def test_truncated_images_are_never_padded(monkeypatch):
         decode("cut.png")
 
 
-# --- hashes and grouping ----------------------------------------------------------------------
+# --- hashes ----------------------------------------------------------------------------
 
 def test_hashes(tmp_path):
     img = photo(3)
@@ -201,191 +198,28 @@ def test_hashes(tmp_path):
     assert 0 <= value < 2**64 and value == int(str(imagehash.phash(img)), 16)
 
 
-def test_leader_groups_do_not_chain():
-    a, b, c = 0, 0b111, 0b111111  # a~b (3 bits), b~c (3 bits), a and c 6 bits apart
-    assert leader_groups([a, b, c], 4) == [0, 0, 2]
-    assert leader_groups([a, b, c], 6) == [0, 0, 0]
-    assert leader_groups([a, a, (1 << 63) | 1], 0) == [0, 0, 2]  # top bit: unsigned 64-bit
-    assert leader_groups([a, b, c], None) == [0, 1, 2]
+# --- the pieces the downloader shares --------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF"])
+def test_sniff_format_names_what_the_file_is(fmt):
+    if encoder_missing(fmt):
+        pytest.skip(encoder_missing(fmt))
+    assert sniff_format(encode(photo(5, (40, 40)), fmt)) == fmt
+    assert sniff_format(b"<html><body>404</body></html>") is None and sniff_format(b"") is None
 
 
-def test_leader_groups_on_10k_hashes_is_fast():
-    hashes = np.random.default_rng(0).integers(0, 2**63, 10_000, dtype=np.uint64).tolist()
-    start = time.perf_counter()
-    groups = leader_groups(hashes, 4)
-    assert time.perf_counter() - start < 3
-    assert len(groups) == 10_000
-
-
-# --- validate_tree ----------------------------------------------------------------------------
-
-def report(dest) -> dict[str, dict]:
-    rows = read_csv(dest / "report.csv")
-    assert rows and list(rows[0]) == REPORT_COLUMNS
-    return {row["path"]: row for row in rows}
-
-
-def test_validate_tree_sorts_every_odd_file(tmp_path):
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    written = write_corpus(src / "odd")
-    summary = validate_tree(src, dest, PARAMS, workers=2)
-    rows = report(dest)
-
-    assert set(rows) == {f"odd/{kind.name}" for kind in written}
-    for kind in written:
-        row = rows[f"odd/{kind.name}"]
-        assert (row["status"], row["reason"]) == (kind.status, kind.reason), kind.name
-        source = src / row["path"]
-        assert source.exists()  # SRC is never modified
-        if kind.status == "ok":
-            with Image.open(dest / row["out"]) as out:
-                assert out.format == "PNG" and out.mode == "RGB"
-                assert out.size == (int(row["width"]), int(row["height"]))
-                assert sha256_of_pixels(out) == row["sha256"]  # named by its pixels
-            assert row["group"]
-            assert row["out"] == f"odd/{row['sha256']}.png"
-        else:
-            assert (dest / row["out"]).read_bytes() == source.read_bytes()  # quarantined copy
-            assert row["out"] == f"_rejected/{row['path']}"
-    accepted = sum(kind.status == "ok" for kind in written)
-    assert summary["by_status"] == {"ok": accepted, "rejected": len(written) - accepted, "duplicate": 0}
-    assert summary["accepted_per_class"] == {"odd": accepted}
-    assert summary["by_reason"]["decompression_bomb"] == 3
-
-
-def make_labelled_tree(src):
-    """cat and dog folders with exact, near and cross-class duplicates, plus files to be ignored."""
-    (src / "cat").mkdir(parents=True)
-    (src / "dog").mkdir()
-    base = photo(31)
-    (src / "cat/a.png").write_bytes(encode(base, "PNG"))
-    (src / "cat/b.png").write_bytes(encode(base, "PNG"))  # byte-identical copy
-    (src / "cat/c.bmp").write_bytes(encode(base, "BMP"))  # the same pixels in another format
-    (src / "cat/d.jpg").write_bytes(encode(base.resize((112, 84), Image.LANCZOS), "JPEG", quality=70))
-    (src / "cat/e.png").write_bytes(encode(photo(32), "PNG"))
-    (src / "cat/nested").mkdir()
-    (src / "cat/nested/f.webp").write_bytes(encode(photo(33), "WEBP"))
-    (src / "dog/x.png").write_bytes(encode(photo(34), "PNG"))
-    (src / "cat/y.png").write_bytes(encode(photo(35), "PNG"))
-    (src / "dog/y.jpg").write_bytes(encode(photo(35), "PNG"))  # same image, other class
-    # never validated: hidden files and folders, top-level files, folders that are not classes
-    (src / ".journal").mkdir()
-    (src / ".journal/log.png").write_bytes(encode(photo(36), "PNG"))
-    (src / "cat/.DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    (src / "manifest.csv").write_text("path,class\n")
-    (src / "bird").mkdir()
-    (src / "bird/z.png").write_bytes(encode(photo(37), "PNG"))
-
-
-def test_duplicates_near_duplicates_and_ambiguous_labels(tmp_path):
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    make_labelled_tree(src)
-    summary = validate_tree(src, dest, PARAMS, classes=["cat", "dog"], workers=1)
-    rows = report(dest)
-
-    assert sorted(rows) == ["cat/a.png", "cat/b.png", "cat/c.bmp", "cat/d.jpg", "cat/e.png",
-                            "cat/nested/f.webp", "cat/y.png", "dog/x.png", "dog/y.jpg"]
-    status = {path: (row["status"], row["reason"]) for path, row in rows.items()}
-    assert status["cat/a.png"] == ("ok", "")
-    assert status["cat/b.png"] == ("duplicate", "duplicate_of:cat/a.png")
-    assert status["cat/c.bmp"] == ("duplicate", "duplicate_of:cat/a.png")
-    assert status["cat/y.png"] == status["dog/y.jpg"] == ("rejected", "in_two_classes:cat,dog")
-    assert (dest / "_rejected/cat/y.png").exists() and (dest / "_rejected/dog/y.jpg").exists()
-    assert not list((dest / "dog").glob(f"{rows['dog/y.jpg']['sha256']}.png"))
-
-    group = {path: row["group"] for path, row in rows.items()}
-    assert group["cat/a.png"] == rows["cat/a.png"]["sha256"]  # a leader's group is its own sha256
-    assert group["cat/d.jpg"] == group["cat/a.png"]  # resized + recompressed: same group
-    assert group["cat/b.png"] == group["cat/a.png"]
-    assert len({group["cat/a.png"], group["cat/e.png"], group["cat/nested/f.webp"], group["dog/x.png"]}) == 4
-    assert all(row["group"] for row in rows.values() if row["status"] == "ok")
-
-    assert summary["by_status"] == {"ok": 5, "rejected": 2, "duplicate": 2}
-    assert summary["by_reason"] == {"duplicate_of": 2, "in_two_classes": 2}
-    assert summary["accepted_per_class"] == {"cat": 4, "dog": 1}
-    assert summary["near_duplicate_groups"] == 1
-    assert sorted(p.name for p in dest.iterdir()) == ["_rejected", "cat", "dog", "report.csv"]
-    assert len(list((dest / "cat").iterdir())) == 4  # a (kept for b, c), d, e, f
-
-    validate_tree(src, tmp_path / "all", PARAMS)  # classes=None: every visible folder is a class
-    assert {row["class"] for row in report(tmp_path / "all").values()} == {"bird", "cat", "dog"}
-
-
-def test_near_duplicate_grouping_can_be_turned_off(tmp_path):
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    make_labelled_tree(src)
-    validate_tree(src, dest, ValidateParams(near_duplicate_distance=None), classes=["cat"])
-    rows = report(dest)
-    assert rows["cat/d.jpg"]["group"] == rows["cat/d.jpg"]["sha256"] != rows["cat/a.png"]["group"]
-
-
-def test_rerun_is_idempotent_and_removes_stale_outputs(tmp_path):
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    make_labelled_tree(src)
-    (src / "cat/cut.jpg").write_bytes(cut(encode(photo(38), "JPEG")))
-    validate_tree(src, dest, PARAMS, classes=["cat", "dog"])
-    first_report = (dest / "report.csv").read_bytes()
-    written = {p: p.stat().st_mtime_ns for p in dest.rglob("*") if p.is_file() and p.name != "report.csv"}
-
-    validate_tree(src, dest, PARAMS, classes=["cat", "dog"])
-    assert (dest / "report.csv").read_bytes() == first_report
-    assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing re-encoded or re-copied
-
-    stale_png = dest / report(dest)["cat/e.png"]["out"]
-    (src / "cat/e.png").unlink()
-    (src / "cat/cut.jpg").unlink()
-    (src / "dog/y.jpg").unlink()  # cat/y.png is no longer ambiguous
-    validate_tree(src, dest, PARAMS, classes=["cat", "dog"])
-    rows = report(dest)
-    assert "cat/e.png" not in rows and not stale_png.exists()
-    assert not (dest / "_rejected/cat/cut.jpg").exists() and not (dest / "_rejected/dog").exists()
-    assert rows["cat/y.png"]["status"] == "ok" and (dest / rows["cat/y.png"]["out"]).exists()
-    listed = {dest / row["out"] for row in rows.values() if row["out"]}
-    assert {p for p in dest.rglob("*") if p.is_file() and p.name != "report.csv"} == listed
-
-
-def test_workers_do_not_change_the_result(tmp_path):
-    src = tmp_path / "src"
-    for i in range(120):  # Fashion-MNIST-sized, with some repeats
-        folder = src / ("shirt" if i % 2 else "shoe")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{i:03d}.png").write_bytes(encode(photo(100 + i % 100, (28, 28)), "PNG"))
-    small = ValidateParams(min_size=28)
-    serial = validate_tree(src, tmp_path / "one", small, workers=1)
-    threaded = validate_tree(src, tmp_path / "two", small, workers=4)
-    assert serial == threaded
-    assert (tmp_path / "one/report.csv").read_bytes() == (tmp_path / "two/report.csv").read_bytes()
-    assert serial["by_status"]["duplicate"] == 20
-
-
-def test_missing_src_or_class_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.*source folder not found"):
-        validate_tree(tmp_path / "nowhere", tmp_path / "dest", PARAMS)
-    (tmp_path / "file").write_text("")
-    with pytest.raises(FileNotFoundError, match="is a file"):
-        validate_tree(tmp_path / "file", tmp_path / "dest", PARAMS)
-    src = tmp_path / "src"
-    make_labelled_tree(src)
-    with pytest.raises(FileNotFoundError, match="'fish'"):
-        validate_tree(src, tmp_path / "dest", PARAMS, classes=["cat", "fish"])
-    with pytest.raises(ValueError, match="must not contain each other"):
-        validate_tree(src, src / "clean", PARAMS)
-    assert not (tmp_path / "dest").exists()  # nothing written before the checks pass
-
-
-def test_nothing_accepted_raises_after_writing_the_report(tmp_path):
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    (src / "cat").mkdir(parents=True)
-    (src / "cat/page.jpg").write_bytes(KINDS["error_page.jpg"].build())
-    (src / "cat/tiny.png").write_bytes(encode(photo(3, (20, 20)), "PNG"))
-    with pytest.raises(NoImagesAccepted, match="none of the 2 files was accepted") as caught:
-        validate_tree(src, dest, PARAMS)
-    assert "\n" not in str(caught.value)
-    assert {row["reason"] for row in report(dest).values()} == {"html_not_image", "too_small"}
-
-    empty = tmp_path / "empty"
-    (empty / "cat").mkdir(parents=True)
-    with pytest.raises(NoImagesAccepted, match="hold no files"):
-        validate_tree(empty, tmp_path / "dest2", PARAMS)
-    with pytest.raises(NoImagesAccepted, match="no class folders"):
-        validate_tree(tmp_path / "empty/cat", tmp_path / "dest3", PARAMS)
+def test_decoded_keeps_the_format_and_checks_only_what_it_is_asked():
+    small = encode(photo(6, (20, 10)), "PNG")  # too small and too wide for validate, fine for a download
+    with decoded(io.BytesIO(small), partial(check_pixel_count, max_pixels=1000)) as img:
+        assert (img.format, img.size) == ("PNG", (20, 10))
+    with pytest.raises(ImageRejected) as caught:
+        load_rgb(io.BytesIO(small), PARAMS)
+    assert caught.value.reason == "too_small"
+    with pytest.raises(ImageRejected) as caught:
+        with decoded(io.BytesIO(small), partial(check_pixel_count, max_pixels=199)):
+            pass
+    assert caught.value.reason == "decompression_bomb" and caught.value.size == (20, 10)
+    with pytest.raises(ImageRejected) as caught:
+        with decoded(io.BytesIO(cut(encode(photo(7), "JPEG"), 0.5)), partial(check_pixel_count, max_pixels=10**6)):
+            pass
+    assert caught.value.reason == "truncated"
