@@ -5,8 +5,9 @@ import pytest
 import torch
 from skimage import data
 
+from imgclass.augment import augmentation
 from imgclass.params import Augment
-from imgclass.preprocess import Preprocessing, augmentation
+from imgclass.preprocess import Preprocessing
 
 SIZE = 48
 

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from imgclass import models
+from imgclass.augment import augmentation
 from imgclass.devices import resolve_device
 from imgclass.losses import make_loss
 from imgclass.params import Params
-from imgclass.preprocess import Preprocessing, augmentation
+from imgclass.preprocess import Preprocessing
 from imgclass.split import load_split
 from imgclass.train import ArrayDataset, Phase, make_loader, make_optimizer, param_groups, seed_everything
 

@@ -1,29 +1,45 @@
-"""The one definition of preprocessing, saved inside every model so train, evaluate and predict agree.
+"""The one definition of what a trained model needs around its network, saved inside every model so
+train, evaluate, predict and export agree.
 
-Two steps: `to_uint8` (once per image: RGB, squash-resize to image_size, uint8 HWC — the split
-stage caches its result) and `normalize` (per batch: to float, resize to the network's
+Input side, two steps: `to_uint8` (once per image: RGB, squash-resize to image_size, uint8 HWC — the
+split stage caches its result) and `normalize` (per batch: to float, resize to the network's
 input_size when it differs, subtract mean / divide std). Augmentation sits between the two, per batch
-on the training device.
+on the training device, in the training-only module `augment.py`.
+
+Output side: `probabilities` turns logits into class probabilities the way the model's loss trained
+them (`output`), divided first by a `temperature` fitted on validation data where the loss's scores
+are not log-probabilities (hinge).
+
+This module is on the inference path (evaluate, predict, the served model): it imports nothing that
+only training needs (kornia).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
-import kornia.augmentation as K
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.augmentation.auto import TrivialAugment
 from PIL import Image
-from torch import nn
-from torchvision.transforms import v2
-
-from imgclass.params import Augment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How logits become probabilities:
+#   softmax: one distribution over the classes (cross_entropy, focal, mse; multi_margin after a temperature)
+#   sigmoid: one independent probability per class (bce's one-vs-all logits), renormalised to sum to 1
+OUTPUTS = ("softmax", "sigmoid")
+
+
+def logits_to_probabilities(logits: torch.Tensor, output: str = "softmax", temperature: float = 1.0) -> torch.Tensor:
+    """N x C logits -> N x C probabilities that sum to 1 per row (the soft vote averages these)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
+    logits = logits.float() / temperature
+    if output == "sigmoid":
+        # sigmoid(z_k) / sum_j sigmoid(z_j), in log space so that very negative logits do not underflow.
+        return F.logsigmoid(logits).softmax(dim=1)
+    return logits.softmax(dim=1)
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,14 @@ class Preprocessing:
     input_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    output: str = "softmax"      # see OUTPUTS
+    temperature: float = 1.0     # logits are divided by it before `output`
+
+    def __post_init__(self):
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}; choose one of {', '.join(OUTPUTS)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def to_uint8(self, image: Image.Image) -> np.ndarray:
         """An RGB PIL image as uint8 HxWx3 at image_size (aspect squashed, as fastai's default)."""
@@ -50,48 +74,16 @@ class Preprocessing:
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The model's N x C logits -> N x C class probabilities, as its loss trained them."""
+        return logits_to_probabilities(logits, self.output, self.temperature)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        # Checkpoints written before the output side existed were all trained for a softmax.
         return cls(image_size=int(d["image_size"]), input_size=int(d["input_size"]),
-                   mean=tuple(d["mean"]), std=tuple(d["std"]))
-
-
-def augmentation(cfg: Augment, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """Random augmentation drawn per image but applied to a whole batch at once, on the training
-    device (kornia): uint8 or 0..255 float N x 3 x H x W -> 0..255 float, same size. None when nothing
-    is switched on. One batched call instead of one transforms call per image: 2-2.6x faster at batch
-    256 on a 2-core CPU (benchmarks/augment.py), and it runs on the GPU when training does, off the
-    DataLoader. TrivialAugment picks one operation per batch (kornia's policy), strength per image."""
-    steps = []
-    if cfg.random_resized_crop:
-        steps.append(K.RandomResizedCrop((image_size, image_size), scale=(cfg.random_resized_crop, 1.0)))
-    if cfg.hflip:
-        steps.append(K.RandomHorizontalFlip())
-    if cfg.rotation:
-        steps.append(K.RandomRotation(cfg.rotation))
-    if cfg.color_jitter:
-        j = cfg.color_jitter
-        steps.append(K.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(j / 4, 0.5)))
-    if cfg.trivialaugment:
-        steps.append(TrivialAugment())
-    if not steps:
-        return None
-    pipeline = nn.Sequential(*steps)
-
-    def augment(batch: torch.Tensor) -> torch.Tensor:
-        return pipeline.to(batch.device)(batch.float().div(255)).clamp_(0, 1).mul_(255)
-
-    return augment
-
-
-def batch_mixing(cfg: Augment, num_classes: int) -> v2.RandomChoice | None:
-    """MixUp and/or CutMix over a whole batch (targets become soft); None when both are off."""
-    choices = []
-    if cfg.mixup:
-        choices.append(v2.MixUp(alpha=cfg.mixup, num_classes=num_classes))
-    if cfg.cutmix:
-        choices.append(v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes))
-    return v2.RandomChoice(choices) if choices else None
+                   mean=tuple(d["mean"]), std=tuple(d["std"]), output=d.get("output", "softmax"),
+                   temperature=float(d.get("temperature", 1.0)))

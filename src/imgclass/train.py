@@ -30,12 +30,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from tqdm.auto import tqdm
 
 from imgclass import files, models
+from imgclass.augment import augmentation, batch_mixing
 from imgclass.checkpoint import save_checkpoint
 from imgclass.devices import resolve_device
 from imgclass.distributed import World, process_group
 from imgclass.losses import balanced_class_weights, make_loss
 from imgclass.params import ModelParams, Params
-from imgclass.preprocess import Preprocessing, augmentation, batch_mixing
+from imgclass.preprocess import Preprocessing
 from imgclass.split import load_split
 from imgclass.tracking import Tracker
 
@@ -157,7 +158,7 @@ class Stepper:
     loss_fn: object
     device: torch.device
     cfg: ModelParams
-    augment: object = None  # preprocess.augmentation: whole batches, on the device
+    augment: object = None  # augment.augmentation: whole batches, on the device
     mixing: object = None
     scaler: object = None
     world: World = World()
