@@ -6,7 +6,8 @@ from pathlib import Path
 from imgclass import files
 from imgclass.params import load_params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import SPLIT_FIELDS, SPLITS, SplitError, assign_splits, build_cache, save_array, split_counts
+from imgclass.split import (SPLIT_FIELDS, SPLITS, SplitError, assign_splits, build_cache, previous_assignment,
+                            save_array, split_changes, split_counts)
 
 CLEAN, OUT = Path("data/clean"), Path("data/split")
 
@@ -21,14 +22,17 @@ def main() -> int:
     except SplitError as exc:
         print(f"split: {exc}", file=sys.stderr)
         return 1
+    changes = split_changes(previous_assignment(OUT), splits)  # read before the CSVs are overwritten
     prep = Preprocessing(image_size=params.image_size, input_size=params.image_size)
     for name in SPLITS:
         save_array(OUT / f"{name}.npy", build_cache([CLEAN / r["path"] for r in splits[name]], prep))
         files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
     counts = split_counts(splits)
-    files.write_json("metrics/split.json", {s: counts[s]["total"] for s in SPLITS})
+    files.write_json("metrics/split.json", {**{s: counts[s]["total"] for s in SPLITS}, **changes})
     files.write_json(OUT / "counts.json", counts)
-    print("split: " + ", ".join(f"{s} {counts[s]['total']}" for s in SPLITS))
+    print("split: " + ", ".join(f"{s} {counts[s]['total']}" for s in SPLITS)
+          + f"; of {changes['previous']} earlier images {changes['moved']} moved at class boundaries, "
+            f"{changes['moved_by_merge']} with a merged near-duplicate group")
     return 0
 
 

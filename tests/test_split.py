@@ -1,47 +1,66 @@
+"""imgclass.split: stratified shares within one image, stability when images are added, groups from the
+real grouping function kept whole, and the uint8 cache."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgclass.params import SplitParams
-from imgclass.split import SplitError, assign_splits, build_cache, load_split
+from imgclass.preprocess import Preprocessing
+from imgclass.split import (SPLITS, SplitError, assign_splits, build_cache, class_targets, load_split,
+                            split_changes)
+from imgclass.validate import group_names
 
 
 def rows_for(n_per_class: int, classes=("a", "b", "c"), start: int = 0) -> list[dict]:
+    """Distinct images, each its own group (as validate names a group of one: its own sha256)."""
     return [{"path": f"{c}/{i}.png", "label": c, "sha256": f"{c}{i:05d}", "group": f"{c}{i:05d}"}
             for c in classes for i in range(start, start + n_per_class)]
+
+
+def grouped(items: list[tuple[str, str, int]], max_distance: int = 4) -> list[dict]:
+    """Rows for (label, sha256, perceptual hash) items, grouped by validate's own grouping function."""
+    names = group_names([sha for _, sha, _ in items], [phash for _, _, phash in items], max_distance)
+    return [{"path": f"{label}/{sha}.png", "label": label, "sha256": sha, "group": group}
+            for (label, sha, _), group in zip(items, names)]
 
 
 def where(splits: dict) -> dict[str, str]:
     return {r["sha256"]: s for s, rows in splits.items() for r in rows}
 
 
-def test_every_class_in_every_split_with_roughly_the_asked_shares():
-    splits = assign_splits(rows_for(400), SplitParams(val=0.2, test=0.1), seed=1)
-    for label in "abc":
-        counts = {s: sum(r["label"] == label for r in rows) for s, rows in splits.items()}
-        assert 0.05 * 400 < counts["test"] < 0.15 * 400
-        assert 0.15 * 400 < counts["val"] < 0.25 * 400
+def count(splits: dict, label: str) -> dict[str, int]:
+    return {s: sum(r["label"] == label for r in rows) for s, rows in splits.items()}
 
 
-def test_adding_images_never_moves_existing_ones():
-    cfg = SplitParams()
-    before = where(assign_splits(rows_for(100), cfg, seed=7))
-    after = where(assign_splits(rows_for(100) + rows_for(50, start=100), cfg, seed=7))
-    assert all(after[sha] == split for sha, split in before.items())
+def far_hashes(n: int, seed: int) -> list[int]:
+    """n random 64-bit hashes; at distance 4 random hashes essentially never touch (checked)."""
+    values = np.random.default_rng(seed).integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    assert np.bitwise_count(values[:, None] ^ values[None, :])[np.triu_indices(n, 1)].min() > 8
+    return values.tolist()
 
 
-def test_seed_changes_the_split():
-    cfg = SplitParams()
-    assert where(assign_splits(rows_for(100), cfg, 1)) != where(assign_splits(rows_for(100), cfg, 2))
+# --- shares -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [10, 13, 27, 50, 99, 137, 200])
+@pytest.mark.parametrize("val, test", [(0.1, 0.2), (0.15, 0.15), (0.2, 0.1), (0.12, 0.18)])
+def test_each_class_val_and_test_within_one_image_of_target(n, val, test):
+    rows = rows_for(n, classes=("a", "b", "c", "d"))
+    splits = assign_splits(rows, SplitParams(val=val, test=test, min_per_class=10), seed=5)
+    for label in "abcd":
+        got = count(splits, label)
+        assert abs(got["test"] - round(n * test)) <= 1, (label, got)
+        assert abs(got["val"] - round(n * val)) <= 1, (label, got)
+        assert sum(got.values()) == n
 
 
-def test_near_duplicate_groups_stay_together():
-    rows = rows_for(100)
-    for i in range(0, 60, 3):  # groups of three near-duplicates
-        for j in (i, i + 1, i + 2):
-            rows[j]["group"] = f"g{i}"
-    placed = where(assign_splits(rows, SplitParams(), seed=3))
-    for i in range(0, 60, 3):
-        assert len({placed[rows[j]["sha256"]] for j in (i, i + 1, i + 2)}) == 1
+def test_targets_round_and_keep_every_split_non_empty():
+    assert class_targets(200, SplitParams(val=0.15, test=0.15)) == {"test": 30, "val": 30}
+    assert class_targets(10, SplitParams(val=0.15, test=0.15)) == {"test": 2, "val": 2}  # 1.5 rounds up
+    assert class_targets(3, SplitParams(val=0.05, test=0.05, min_per_class=3)) == {"test": 1, "val": 1}
+    assert class_targets(3, SplitParams(val=0.39, test=0.5, min_per_class=3)) == {"test": 1, "val": 1}
 
 
 def test_small_class_still_gets_val_and_test():
@@ -57,12 +76,107 @@ def test_too_few_images_names_the_class():
         assign_splits(rows, SplitParams(), seed=0)
 
 
-def test_cache_holds_every_image_once_at_the_asked_size(fashion_split, tmp_path):
+def test_seed_changes_the_split():
+    cfg = SplitParams()
+    assert where(assign_splits(rows_for(100), cfg, 1)) != where(assign_splits(rows_for(100), cfg, 2))
+
+
+# --- stability --------------------------------------------------------------------------------
+
+def moved_by_hand(before: dict, after: dict) -> int:
+    return sum(after[sha] != split for sha, split in before.items() if sha in after)
+
+
+def test_adding_ten_percent_moves_only_a_few_boundary_images():
+    cfg = SplitParams(val=0.15, test=0.15)
+    old_rows = rows_for(200)
+    first = assign_splits(old_rows, cfg, seed=7)
+    second = assign_splits(old_rows + rows_for(20, start=200), cfg, seed=7)
+    before, after = where(first), where(second)
+    moved = moved_by_hand(before, after)
+
+    previous = {r["sha256"]: (s, r["group"]) for s, rows in first.items() for r in rows}
+    changes = split_changes(previous, second)
+    assert changes == {"previous": 600, "added": 60, "removed": 0, "moved": moved, "moved_by_merge": 0}
+    # Two boundaries per class (test|val, val|train), each shifting by a couple of ranks at most.
+    assert moved <= 4 * 3, f"{moved} of 600 old images moved"
+    for label in "abc":  # and the shares still hold for the grown classes
+        got = count(second, label)
+        assert abs(got["test"] - 33) <= 1 and abs(got["val"] - 33) <= 1
+
+
+def test_an_unchanged_dataset_moves_nothing():
+    cfg = SplitParams()
+    first = assign_splits(rows_for(50), cfg, seed=3)
+    previous = {r["sha256"]: (s, r["group"]) for s, rows in first.items() for r in rows}
+    assert split_changes(previous, assign_splits(rows_for(50), cfg, seed=3)) == {
+        "previous": 150, "added": 0, "removed": 0, "moved": 0, "moved_by_merge": 0}
+    assert split_changes({}, first)["added"] == 150
+
+
+# --- near-duplicate groups (named by validate's own grouping) ---------------------------------
+
+def test_near_duplicate_groups_stay_together():
+    hashes = far_hashes(40, seed=11)
+    items = []
+    for i, base in enumerate(hashes):  # 40 chains: base, base ^ 4 bits, base ^ 8 bits (ends 8 apart)
+        for j, flip in enumerate((0, 0b1111, 0b11111111)):
+            items.append(("a" if i % 2 else "b", f"{i:03d}{j}", base ^ flip))
+    rows = grouped(items)
+    assert len({r["group"] for r in rows}) == 40
+    placed = where(assign_splits(rows, SplitParams(), seed=3))
+    for i in range(40):
+        assert len({placed[f"{i:03d}{j}"] for j in range(3)}) == 1
+    splits = assign_splits(rows, SplitParams(), seed=3)
+    for label in "ab":  # 60 images in groups of 3: within half a group of the target
+        got = count(splits, label)
+        assert abs(got["test"] - 9) <= 1 and abs(got["val"] - 9) <= 1
+
+
+def test_a_merge_is_counted_as_moved_by_merge():
+    """Pairs 8 bits apart are two groups; a new image 4 bits from each merges them into one, so one
+    side of each pair that straddled two splits must move, and is counted as moved_by_merge."""
+    hashes = far_hashes(60, seed=12)
+    pairs = [(base, base ^ 0b11111111) for base in hashes]
+    old_items = [("a", f"{i:03d}{side}", h) for i, pair in enumerate(pairs) for side, h in zip("xy", pair)]
+    cfg = SplitParams(val=0.15, test=0.15)
+    first = assign_splits(grouped(old_items), cfg, seed=4)
+    before = where(first)
+    straddling = [i for i in range(60) if before[f"{i:03d}x"] != before[f"{i:03d}y"]]
+    assert straddling, "the test needs pairs that start in different splits"
+
+    bridges = [("a", f"{i:03d}z", pairs[i][0] ^ 0b1111) for i in range(60)]
+    second = assign_splits(grouped(old_items + bridges), cfg, seed=4)
+    after = where(second)
+    previous = {r["sha256"]: (s, r["group"]) for s, rows in first.items() for r in rows}
+    changes = split_changes(previous, second)
+    assert all(after[f"{i:03d}x"] == after[f"{i:03d}y"] == after[f"{i:03d}z"] for i in range(60))
+    assert changes["moved_by_merge"] >= len(straddling)
+    assert changes["moved"] + changes["moved_by_merge"] == moved_by_hand(before, after)
+    assert changes["added"] == 60 and changes["removed"] == 0
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+def test_every_input_image_is_in_exactly_one_split_and_cached_once(fashion_split):
     params, split_dir = fashion_split
-    images, labels = load_split(split_dir, "train", params.classes)
-    assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 3)
-    assert isinstance(images, np.memmap)
-    assert sorted(set(labels.tolist())) == [0, 1, 2, 3]
+    from imgclass import files
+
+    raw = split_dir.parent / "raw"
+    inputs = sorted(p.relative_to(raw).as_posix() for p in raw.glob("*/*.png"))
+    listed = {s: files.read_csv(split_dir / f"{s}.csv") for s in SPLITS}
+    paths = [r["path"] for s in SPLITS for r in listed[s]]
+    assert sorted(paths) == inputs  # every input once: none lost, none in two splits
+    prep = Preprocessing(params.image_size, params.image_size)
+    for split in SPLITS:
+        images, labels = load_split(split_dir, split, params.classes)
+        assert isinstance(images, np.memmap) and images.dtype == np.uint8 and images.shape[1:] == (28, 28, 3)
+        assert len(images) == len(listed[split]) > 0
+        for i in (0, len(images) // 2, len(images) - 1):  # row i holds the image the CSV names at row i
+            row = listed[split][i]
+            with Image.open(raw / row["path"]) as img:
+                assert np.array_equal(images[i], prep.to_uint8(img))
+            assert params.classes[labels[i]] == row["label"]
 
 
 def test_load_split_rejects_labels_outside_the_classes(fashion_split):
@@ -72,11 +186,60 @@ def test_load_split_rejects_labels_outside_the_classes(fashion_split):
 
 
 def test_build_cache_resizes_photos(tmp_path):
-    from PIL import Image
-
-    from imgclass.preprocess import Preprocessing
-
     path = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
     cache = build_cache([path, path], Preprocessing(64, 64))
     assert cache.shape == (2, 64, 64, 3) and (cache[0] == cache[1]).all()
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def run_split_stage() -> int:
+    import runpy
+
+    from conftest import REPO
+
+    return runpy.run_path(str(REPO / "stages" / "split.py"))["main"]()
+
+
+def write_clean_tree(root, n_per_class: int) -> None:
+    """data/clean as validate leaves it: one PNG per image and report.csv (each image its own group)."""
+    from imgclass import files
+    from imgclass.validate import REPORT_COLUMNS
+
+    rows = []
+    for label in ("cat", "dog"):
+        for i in range(n_per_class):
+            sha = f"{label}{i:061d}"[:64]
+            out = f"{label}/{sha}.png"
+            (root / "data/clean" / label).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (i % 256, 7, 9)).save(root / "data/clean" / out)
+            rows.append({"path": f"{label}/{i}.png", "class": label, "status": "ok", "sha256": sha, "group": sha,
+                         "out": out})
+    files.write_csv(root / "data/clean/report.csv", rows, REPORT_COLUMNS)
+
+
+def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypatch):
+    """The stage reads its own previous CSVs before overwriting them (so DVC must keep data/split)."""
+    import yaml
+
+    from conftest import tiny_params_dict
+    from imgclass import files
+
+    raw = tiny_params_dict(classes=["cat", "dog"], image_size=8)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    write_clean_tree(tmp_path, 100)
+    assert run_split_stage() == 0
+    first = files.read_json("metrics/split.json")
+    assert first == {"train": 140, "val": 30, "test": 30, "previous": 0, "added": 200, "removed": 0, "moved": 0,
+                     "moved_by_merge": 0}
+    before = {r["sha256"]: s for s in SPLITS for r in files.read_csv(f"data/split/{s}.csv")}
+
+    write_clean_tree(tmp_path, 110)
+    assert run_split_stage() == 0
+    second = files.read_json("metrics/split.json")
+    after = {r["sha256"]: s for s in SPLITS for r in files.read_csv(f"data/split/{s}.csv")}
+    assert (second["previous"], second["added"], second["removed"]) == (200, 20, 0)
+    assert second["moved"] == moved_by_hand(before, after) <= 8 and second["moved_by_merge"] == 0
+    assert files.read_json("data/split/counts.json")["test"]["per_class"] == {"cat": 17, "dog": 17}

@@ -1,13 +1,20 @@
 """Stable, stratified, group-aware train/val/test split, and the uint8 cache training memory-maps.
 
-An image's split is a function of its group id (its own sha256, or the id its near-duplicates
-share) and the seed: adding images never moves existing ones, and near-duplicates never straddle
-train and test. Hash-uniform assignment within each class keeps the classes stratified.
+Within each class, groups (near-duplicates share one; see `imgclass.validate`) are ranked by a hash
+of (group name, seed). The lowest ranks fill test up to round(n * split.test) images, the next ranks
+fill val up to round(n * split.val), the rest is train. So:
+
+- each class's val and test counts are within one image of their target (within half a group when
+  groups hold several images), and a group never straddles two splits;
+- adding images moves an old image only where a class's boundary ranks shift (a few images per
+  class), or where its near-duplicate group changed (merged with another group, or took in a new
+  image). `split_changes` counts both (`moved`, `moved_by_merge`) against the previous assignment.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,23 +61,81 @@ def _split_class(members: list[dict], cfg: SplitParams, seed: int) -> dict[str, 
     groups = defaultdict(list)
     for row in members:
         groups[row["group"]].append(row)
-    order = sorted(groups, key=lambda g: unit_hash(g, seed))
-    chosen = {g: _split_of(unit_hash(g, seed), cfg) for g in order}
-    # Tiny classes: make sure test and val are not empty, taking the lowest-hash training groups.
+    order = sorted(groups, key=lambda g: (unit_hash(g, seed), g))
+    targets = class_targets(len(members), cfg)
+    filled = dict.fromkeys(targets, 0)
+    chosen = {}
+    for group in order:  # test takes the lowest ranks, val the next, train the rest
+        size = len(groups[group])
+        chosen[group] = next((s for s in ("test", "val") if _wants(targets[s] - filled[s], size)), "train")
+        if chosen[group] != "train":
+            filled[chosen[group]] += size
+    _fill_empty_splits(order, chosen)
+    return {s: [r for g in order if chosen[g] == s for r in groups[g]] for s in SPLITS}
+
+
+def class_targets(n: int, cfg: SplitParams) -> dict[str, int]:
+    """Images wanted in test and val for a class of n: round(n * share), at least 1, leaving train one."""
+    test, val = (max(1, math.floor(n * share + 0.5)) for share in (cfg.test, cfg.val))
+    while test + val >= n and max(test, val) > 1:  # tiny classes with large shares
+        test, val = (test - 1, val) if test >= val else (test, val - 1)
+    return {"test": test, "val": val}
+
+
+def _wants(missing: int, size: int) -> bool:
+    """A group joins a split when that brings the split nearer its target (or as near): with single
+    images, exactly up to the target."""
+    return missing > 0 and 2 * missing >= size
+
+
+def _fill_empty_splits(order: list[str], chosen: dict[str, str]) -> None:
+    """Groups larger than twice a tiny target fit nowhere; then the lowest-ranked training group
+    goes to the empty split, so every class is in val and test."""
     for split in ("test", "val"):
         if split not in chosen.values():
             spare = [g for g in order if chosen[g] == "train"]
             if len(spare) > 1:
                 chosen[spare[0]] = split
-    return {s: [r for g in order if chosen[g] == s for r in groups[g]] for s in SPLITS}
 
 
-def _split_of(u: float, cfg: SplitParams) -> str:
-    if u < cfg.test:
-        return "test"
-    if u < cfg.test + cfg.val:
-        return "val"
-    return "train"
+# --- what changed since the previous split ----------------------------------------------------
+
+def previous_assignment(split_dir: Path) -> dict[str, tuple[str, str]]:
+    """sha256 -> (split, group) from the CSVs of the last run in split_dir; {} when there are none."""
+    previous = {}
+    for split in SPLITS:
+        path = Path(split_dir) / f"{split}.csv"
+        if path.exists():
+            previous.update({r["sha256"]: (split, r["group"]) for r in files.read_csv(path)})
+    return previous
+
+
+def split_changes(previous: dict[str, tuple[str, str]], splits: dict[str, list[dict]]) -> dict[str, int]:
+    """How this split differs from `previous` (see previous_assignment).
+
+    moved: old images now in another split although their near-duplicate group holds the same images
+    as before (a class boundary shifted); moved_by_merge: old images now in another split whose group
+    changed (merged with another group or took in a new image); added / removed: new / gone images.
+    """
+    old_members = _members({sha: group for sha, (_, group) in previous.items()})
+    new_group = {r["sha256"]: r["group"] for rows in splits.values() for r in rows}
+    new_members = _members(new_group)
+    counts = Counter(previous=len(previous), added=len(new_group.keys() - previous.keys()),
+                     removed=len(previous.keys() - new_group.keys()), moved=0, moved_by_merge=0)
+    for split, rows in splits.items():
+        for row in rows:
+            old_split, old_group = previous.get(row["sha256"], (split, ""))
+            if old_split != split:
+                regrouped = old_members[old_group] != new_members[row["group"]]
+                counts["moved_by_merge" if regrouped else "moved"] += 1
+    return dict(counts)
+
+
+def _members(group_of: dict[str, str]) -> dict[str, frozenset]:
+    members = defaultdict(set)
+    for sha, group in group_of.items():
+        members[group].add(sha)
+    return {group: frozenset(shas) for group, shas in members.items()}
 
 
 def build_cache(paths: list[Path], prep: Preprocessing, workers: int = 2) -> np.ndarray:
