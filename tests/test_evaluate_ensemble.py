@@ -70,3 +70,81 @@ def test_oracle_and_comparison_table():
     table = compare(["a", "b", "c"], probs, y, [0.5, 0.5, 0.9], tie_break="c")
     assert table["oracle"] >= max(table["a"], table["b"], table["c"], table["hard_vote"], table["soft_vote"])
     assert table["hard_vote"] == pytest.approx(2 / 3)
+
+
+def test_binary_metrics_report_auc_and_threshold_and_no_top_k():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.7, 0.35, 0.8, 0.9])
+    probs = np.stack([1 - p1, p1], axis=1)
+    m = classification_metrics(y, probs, ["sneaker", "bag"])
+    assert not [k for k in m if k.startswith("top")]
+    assert m["positive_class"] == "bag" and m["threshold"] == 0.5
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p1)) and m["roc_auc"] == pytest.approx(7 / 9)
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, p1))
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert "positive class 'bag'" in report_table(m, ["sneaker", "bag"])
+    one_class = classification_metrics(np.array([1, 1]), probs[:2], ["sneaker", "bag"])
+    assert one_class["roc_auc"] is None and one_class["average_precision"] is None  # undefined, not a crash
+
+
+def test_top_k_is_reported_only_below_the_number_of_classes():
+    from imgclass.evaluate import top_k_metrics
+
+    y = np.array([0, 1, 2, 3])
+    probs = np.array([[0.5, 0.3, 0.15, 0.05]] * 4)  # ranks: class 0, 1, 2, 3
+    assert top_k_metrics(y, probs, 4) == {"top3_accuracy": 0.75}
+    assert top_k_metrics(y, probs, 4, top_k=2) == {"top2_accuracy": 0.5}
+    assert top_k_metrics(y[:3], probs[:3, :3] / probs[:3, :3].sum(axis=1, keepdims=True), 3) == {"top2_accuracy": 2 / 3}
+    assert top_k_metrics(np.array([0, 1]), probs[:2, :2] / 0.8, 2) == {}
+
+
+def saved(val_preds, val_labels, test_preds, test_labels, n_classes=3, sha="0" * 64):
+    from imgclass.evaluate import SavedPredictions
+
+    return SavedPredictions([f"c{i}" for i in range(n_classes)], one_hot_probs(val_preds, n_classes),
+                            np.array(val_labels), one_hot_probs(test_preds, n_classes), np.array(test_labels), sha)
+
+
+def test_every_ensemble_choice_is_made_on_validation_not_test():
+    from imgclass.ensemble import evaluate_ensemble
+
+    # On validation, b is the best member and the hard vote wins (b breaks the three-way tie);
+    # on test, a is the best member. Choices must follow validation.
+    val_y, test_y = [0, 1, 2, 0], [0, 1, 2, 0]
+    members = ["a", "b", "c"]
+    preds = [saved([0, 1, 0, 1], val_y, [0, 1, 2, 0], test_y),
+             saved([0, 1, 2, 0], val_y, [1, 1, 1, 1], test_y),
+             saved([1, 2, 1, 2], val_y, [2, 2, 2, 2], test_y)]
+    result = evaluate_ensemble(members, preds)
+    assert result.spec.tie_break == "b"
+    assert result.spec.weights == [0.5, 1.0, 0.0]
+    assert result.val_accuracy["b"] == 1.0 and result.test_accuracy["a"] == 1.0
+    assert result.spec.vote == max(("soft_vote", "weighted_vote", "hard_vote"),
+                                   key=lambda v: (result.val_accuracy[v], v == "soft_vote"))
+    metrics = result.metrics()
+    assert metrics["chosen_vote"] == result.spec.vote and metrics["accuracy"] == metrics["test_accuracy"][result.spec.vote]
+    assert evaluate_ensemble(members, preds, tie_break="c").spec.tie_break == "c"
+
+
+def test_vote_choice_prefers_soft_on_a_tie_and_a_single_member_equals_its_votes():
+    from imgclass.ensemble import choose_vote, evaluate_ensemble
+
+    assert choose_vote({"hard_vote": 0.9, "soft_vote": 0.9, "weighted_vote": 0.9}) == "soft_vote"
+    assert choose_vote({"hard_vote": 0.95, "soft_vote": 0.9, "weighted_vote": 0.9}) == "hard_vote"
+    only = evaluate_ensemble(["a"], [saved([0, 1, 1], [0, 1, 2], [2, 1, 0], [0, 1, 2])])
+    assert only.test_accuracy["a"] == only.test_accuracy["soft_vote"] == only.test_accuracy["hard_vote"] == 1 / 3
+    assert only.spec.vote == "soft_vote"
+
+
+def test_apply_vote_scores_and_the_hard_vote_tie_break():
+    from imgclass.ensemble import EnsembleSpec
+
+    probs = np.stack([one_hot_probs([0], 3, 0.9), one_hot_probs([1], 3, 0.6)])
+    hard = EnsembleSpec(["a", "b"], "hard_vote", "b", [1.0, 1.0])
+    scores, predicted = hard.apply(probs)
+    assert scores.tolist() == [[0.5, 0.5, 0.0]] and predicted.tolist() == [1]  # tie: b decides
+    soft_scores, soft_predicted = EnsembleSpec(["a", "b"], "soft_vote", "b", [1.0, 1.0]).apply(probs)
+    assert soft_predicted.tolist() == [0] and soft_scores.sum() == pytest.approx(1)
+    assert EnsembleSpec.from_dict(hard.to_dict()) == hard

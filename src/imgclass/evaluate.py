@@ -1,13 +1,31 @@
-"""Evaluation on held-out data: predictions, the numbers people compare, and what to plot."""
+"""Evaluation on held-out data: predictions, the numbers people compare, and what to plot.
+
+Nothing here chooses anything: metrics describe a model on a split. The validation split is for
+choices (which model, which vote), the test split only for reporting.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, top_k_accuracy_score
+from sklearn.metrics import (accuracy_score, average_precision_score, classification_report, confusion_matrix,
+                             f1_score, precision_recall_curve, roc_auc_score, roc_curve, top_k_accuracy_score)
 from torch import nn
 
+from imgclass import files
 from imgclass.preprocess import Preprocessing
+
+TOP_K = 3
+# Two classes: classes[1] is the positive class, predicted when its probability is above this, which
+# is the argmax rule every other report uses. Fixed, not tuned: a tuned threshold would need the
+# validation split and would have to travel with the model to predict and serve.
+BINARY_THRESHOLD = 0.5
+SCALAR_KEYS = ("accuracy", "val_accuracy", "macro_f1", "weighted_f1", "ece", "roc_auc", "average_precision",
+               "threshold", "n")
 
 
 @torch.no_grad()
@@ -20,6 +38,11 @@ def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, dev
         batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
         out.append(model(prep.normalize(batch)).float().softmax(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of N x C probabilities (0.0 for no images)."""
+    return float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
@@ -46,12 +69,49 @@ def most_confused(cm: np.ndarray, classes: list[str], n: int = 5) -> list[dict]:
     return [{"true": classes[i], "predicted": classes[j], "count": int(c)} for c, i, j in pairs]
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = 3) -> dict:
-    """Accuracy, top-k, macro/weighted F1, per-class report, mean bias error, confusion, calibration."""
+def top_k_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int, top_k: int = TOP_K) -> dict:
+    """{"topK_accuracy": ...} for K = min(top_k, classes - 1) when K >= 2; nothing otherwise: with K
+    equal to the number of classes every image is right, and top-1 is the accuracy."""
+    k = min(top_k, n_classes - 1)
+    if k < 2:
+        return {}
+    return {f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=list(range(n_classes))))}
+
+
+def _both_classes_present(y_true: np.ndarray) -> bool:
+    return len(np.unique(y_true)) == 2
+
+
+def binary_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
+    """Two classes: ROC AUC and average precision of p(classes[1]), the positive class and the
+    threshold used. AUC and AP are None when the labels hold one class only (they are undefined)."""
+    score = probs[:, 1]
+    defined = _both_classes_present(y_true)
+    return {
+        "positive_class": classes[1],
+        "threshold": BINARY_THRESHOLD,
+        "roc_auc": float(roc_auc_score(y_true, score)) if defined else None,
+        "average_precision": float(average_precision_score(y_true, score)) if defined else None,
+    }
+
+
+def binary_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[dict]]:
+    """ROC (fpr, tpr) and precision-recall (recall, precision) points of p(classes[1]); empty lists
+    when the labels hold one class only."""
+    if not _both_classes_present(y_true):
+        return {"roc": [], "pr": []}
+    fpr, tpr, _ = roc_curve(y_true, probs[:, 1])
+    precision, recall, _ = precision_recall_curve(y_true, probs[:, 1])
+    return {"roc": [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)],
+            "pr": [{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision)]}
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = TOP_K) -> dict:
+    """Accuracy, top-k, macro/weighted F1, per-class report, mean bias error, confusion, calibration;
+    with two classes also ROC AUC, average precision, the positive class and the threshold."""
     labels = list(range(len(classes)))
     y_pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    k = min(top_k, len(classes) - 1)
     report = classification_report(y_true, y_pred, labels=labels, target_names=classes, output_dict=True,
                                    zero_division=0)
     true_share = np.bincount(y_true, minlength=len(classes)) / max(len(y_true), 1)
@@ -59,7 +119,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     ece, reliability = expected_calibration_error(y_true, probs)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        f"top{k}_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)),
+        **top_k_metrics(y_true, probs, len(classes), top_k),
+        **(binary_metrics(y_true, probs, classes) if len(classes) == 2 else {}),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
         "ece": ece,
@@ -72,6 +133,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     }
 
 
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers for metrics/eval/NAME.json and MLflow: SCALAR_KEYS and any topK_accuracy."""
+    return {k: v for k, v in metrics.items()
+            if k in SCALAR_KEYS or (k.startswith("top") and k.endswith("_accuracy"))}
+
+
 def report_table(metrics: dict, classes: list[str]) -> str:
     """The per-class report as a plain-text table."""
     lines = [f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}{'bias':>9}"]
@@ -81,4 +148,53 @@ def report_table(metrics: dict, classes: list[str]) -> str:
                      f"{int(r['support']):>9d}{r['mean_bias_error']:>+9.3f}")
     lines.append(f"{'accuracy':<16}{metrics['accuracy']:>40.3f}")
     lines.append(f"{'macro f1':<16}{metrics['macro_f1']:>40.3f}")
+    if "positive_class" in metrics:
+        lines.append(f"positive class {metrics['positive_class']!r}: predicted when p > {metrics['threshold']}; "
+                     f"ROC AUC {_maybe(metrics['roc_auc'])}, average precision {_maybe(metrics['average_precision'])}")
     return "\n".join(lines) + "\n"
+
+
+def _maybe(value: float | None) -> str:
+    return "undefined (one class in the labels)" if value is None else f"{value:.3f}"
+
+
+# --- saved predictions: what the ensemble and the registry read ----------------------------------
+
+def file_sha256(path: Path | str) -> str:
+    """sha256 of a file's bytes: which checkpoint a prediction file belongs to."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class SavedPredictions:
+    """One model's probabilities on the validation and test splits (data/preds/NAME.npz), and the
+    sha256 of the checkpoint that produced them."""
+    classes: list[str]
+    val_probs: np.ndarray
+    val_labels: np.ndarray
+    test_probs: np.ndarray
+    test_labels: np.ndarray
+    checkpoint_sha256: str
+
+    @property
+    def val_accuracy(self) -> float:
+        return accuracy(self.val_probs, self.val_labels)
+
+    def save(self, path: Path | str) -> None:
+        with files.atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(f, test_probs=self.test_probs, test_labels=self.test_labels, val_probs=self.val_probs,
+                     val_labels=self.val_labels, classes=np.array(self.classes),
+                     checkpoint_sha256=np.array(self.checkpoint_sha256))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "SavedPredictions":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no saved predictions; run `dvc repro` (the evaluate stage) first")
+        with np.load(path) as saved:
+            if "checkpoint_sha256" not in saved:
+                raise ValueError(f"{path}: written by an older evaluate stage (no checkpoint_sha256); "
+                                 "run `dvc repro --force evaluate`")
+            return cls([str(c) for c in saved["classes"]], saved["val_probs"], saved["val_labels"],
+                       saved["test_probs"], saved["test_labels"], str(saved["checkpoint_sha256"]))

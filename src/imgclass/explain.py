@@ -18,6 +18,8 @@ from imgclass import models
 from imgclass.plots import save_png, plt  # plt from plots: the headless backend is already chosen
 from imgclass.preprocess import Preprocessing
 
+MIN_TSNE_POINTS = 2
+
 
 def _normalized_batches(prep: Preprocessing, images: np.ndarray, device: torch.device | str,
                         batch_size: int) -> Iterator[torch.Tensor]:
@@ -52,12 +54,16 @@ def tsne_png(features: np.ndarray, labels: np.ndarray, classes: list[str], path:
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.choice(len(features), min(max_points, len(features)), replace=False))
     x, y = np.asarray(features[keep], dtype=np.float32), np.asarray(labels)[keep]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    if len(x) < MIN_TSNE_POINTS:  # t-SNE needs its perplexity (at least 1) below the number of points
+        ax.text(0.5, 0.5, f"{len(x)} test image(s): too few for a t-SNE map", ha="center", va="center")
+        ax.axis("off")
+        return save_png(fig, path)
     if x.shape[1] > 50:  # the usual PCA step first: faster, and less noise for t-SNE's neighbours
         x = PCA(n_components=min(50, len(x)), random_state=seed).fit_transform(x)
     perplexity = min(30.0, max(1.0, (len(x) - 1) / 3))  # must stay below the number of points
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
-    fig, ax = plt.subplots(figsize=(7, 6))
     colours = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
     for i, name in enumerate(classes):
         mask = y == i

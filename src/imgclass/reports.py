@@ -1,0 +1,102 @@
+"""The evaluate and ensemble stages' outputs: compute with evaluate/ensemble/explain, write every file
+dvc.yaml declares (metrics JSON, reports, CSV plots, PNGs, saved predictions). Stages only pass paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgclass import ensemble, explain, files, plots
+from imgclass.checkpoint import load_trained
+from imgclass.evaluate import (SavedPredictions, binary_curves, classification_metrics, file_sha256, predict_probs,
+                               report_table, scalar_metrics)
+from imgclass.split import load_split
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    name: str
+    scalars: dict
+    artifacts: list[Path]    # what to attach to the model's MLflow run
+    mlflow_run_id: str | None
+
+    def tracked_metrics(self) -> dict:
+        """Test metrics as test_*, the validation accuracy under a name the training curves do not use."""
+        return {("eval_val_accuracy" if k == "val_accuracy" else f"test_{k}"): v for k, v in self.scalars.items()}
+
+    def summary_line(self) -> str:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in self.scalars.items() if isinstance(v, (int, float)))
+        return f"evaluate {self.name}: {shown}"
+
+
+def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path, preds_path: Path,
+                   metrics_path: Path, device: torch.device | str = "cpu", seed: int = 0) -> ModelReport:
+    """The model on the test split (reported) and the validation split (saved for later choices)."""
+    model, meta, prep = load_trained(checkpoint, device)
+    classes = meta["classes"]
+    test_x, test_y = load_split(split_dir, "test", classes)
+    val_x, val_y = load_split(split_dir, "val", classes)
+    saved = SavedPredictions(classes, predict_probs(model, prep, val_x, device), val_y,
+                             predict_probs(model, prep, test_x, device), test_y, file_sha256(checkpoint))
+    metrics = classification_metrics(test_y, saved.test_probs, classes)
+    scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy}
+    files.write_json(metrics_path, scalars)
+    files.write_json(plots_dir / "report.json", {**metrics, "checkpoint_sha256": saved.checkpoint_sha256})
+    files.write_text(plots_dir / "report.txt", report_table(metrics, classes))
+    pngs = [*metric_plots(name, metrics, test_y, saved.test_probs, classes, plots_dir),
+            *explain_plots(model, prep, test_x, test_y, saved.test_probs, classes, plots_dir, device, seed)]
+    saved.save(preds_path)
+    return ModelReport(name, scalars, [plots_dir / "report.json", plots_dir / "report.txt", *pngs],
+                       meta.get("mlflow_run_id"))
+
+
+def metric_plots(name: str, metrics: dict, y_true: np.ndarray, probs: np.ndarray, classes: list[str],
+                 out: Path) -> list[Path]:
+    """Confusion (CSV for DVC, PNGs), reliability, and with two classes ROC and precision-recall
+    (roc.csv: fpr,tpr; pr.csv: recall,precision; PNGs)."""
+    files.write_csv(out / "confusion.csv", [{"actual": classes[t], "predicted": classes[p]}
+                                            for t, p in zip(y_true, probs.argmax(axis=1))], ["actual", "predicted"])
+    cm = np.array(metrics["confusion"])
+    pngs = [plots.confusion_png(cm, classes, out / "confusion.png", title=f"{name}: confusion (counts)"),
+            plots.confusion_png(cm, classes, out / "confusion_normalized.png", normalize=True),
+            plots.reliability_png(metrics["reliability"], metrics["ece"], out / "reliability.png")]
+    if len(classes) == 2:
+        curves = binary_curves(y_true, probs)
+        files.write_csv(out / "roc.csv", curves["roc"], ["fpr", "tpr"])
+        files.write_csv(out / "pr.csv", curves["pr"], ["recall", "precision"])
+        pngs += [plots.roc_png(curves["roc"], metrics["roc_auc"], classes[1], out / "roc.png"),
+                 plots.precision_recall_png(curves["pr"], metrics["average_precision"], classes[1], out / "pr.png")]
+    return pngs
+
+
+def explain_plots(model, prep, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
+                  out: Path, device: torch.device | str, seed: int) -> list[Path]:
+    """t-SNE of the penultimate features, Grad-CAM of a right/wrong sample, the top losses."""
+    features = explain.penultimate_features(model, prep, images, device)
+    return [explain.tsne_png(features, labels, classes, out / "tsne.png", seed=seed),
+            explain.gradcam_png(model, prep, images, labels, probs, classes, out / "gradcam.png", seed=seed),
+            explain.top_losses_png(images, labels, probs, classes, out / "top_losses.png")]
+
+
+def ensemble_report(members: list[str], preds_dir: Path, metrics_path: Path, plots_dir: Path,
+                    tie_break: str | None = None) -> ensemble.EnsembleResult:
+    """Votes chosen on validation, compared with every member on test: metrics JSON, CSV and PNG."""
+    saved = ensemble.load_member_predictions(members, preds_dir)
+    result = ensemble.evaluate_ensemble(members, saved, tie_break)
+    files.write_json(metrics_path, result.metrics())
+    files.write_csv(plots_dir / "comparison.csv", result.comparison_rows(), ["method", "val_accuracy", "test_accuracy"])
+    plots.bar_png(result.test_accuracy, plots_dir / "comparison.png",
+                  title=f"members, votes and the oracle (chosen on validation: {result.spec.vote})")
+    return result
+
+
+def ensemble_table(result: ensemble.EnsembleResult) -> str:
+    width = max(map(len, result.test_accuracy))
+    lines = [f"{'':<{width}}  {'val':>6}  {'test':>6}"]
+    lines += [f"{k:<{width}}  {result.val_accuracy[k]:>6.4f}  {v:>6.4f}" + ("  <- chosen" if k == result.spec.vote else "")
+              for k, v in result.test_accuracy.items()]
+    return "\n".join(lines)
