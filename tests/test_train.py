@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,42 +135,110 @@ def test_training_restores_the_best_epoch(fashion_split, tmp_path):
     assert not (tmp_path / "resume" / "last.pt").exists()
 
 
-def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_path):
-    base, split_dir = fashion_split
-    params = with_model(base, epochs=12, schedule="cosine")
-    params_file = tmp_path / "params.json"
+def kill_after_epochs(params, split_dir: Path, out: Path, epochs: int) -> int:
+    """Train in a subprocess and SIGKILL it once its resume checkpoint holds `epochs` epochs; returns
+    how many epochs the checkpoint holds then."""
+    params_file = out / "params.json"
+    params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(params.model_dump_json(by_alias=True))
     script = (
         "import sys, json; from pathlib import Path; from imgclass.params import parse_params;"
         "from imgclass.train import train;"
         f"p = parse_params(json.loads(Path({str(params_file)!r}).read_text()));"
-        f"train('m', p, Path({str(split_dir)!r}), Path({str(tmp_path / 'model')!r}),"
-        f" Path({str(tmp_path / 'resume')!r}), Path({str(tmp_path / 'live')!r}), track=False)"
+        f"train('m', p, Path({str(split_dir)!r}), Path({str(out / 'model')!r}),"
+        f" Path({str(out / 'resume')!r}), Path({str(out / 'live')!r}), track=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    checkpoint = tmp_path / "resume" / "last.pt"
+    checkpoint = out / "resume" / "last.pt"
     deadline = time.time() + 120
-    while time.time() < deadline and not (checkpoint.exists() and len(torch.load(checkpoint, weights_only=True)["history"]) >= 2):
+    while time.time() < deadline and not (checkpoint.exists() and
+                                          len(torch.load(checkpoint, weights_only=True)["history"]) >= epochs):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(torch.load(checkpoint, weights_only=True)["history"])
-    assert 2 <= done < 12 and not (tmp_path / "model" / "model.pt").exists()
+    assert not (out / "model" / "model.pt").exists()
+    return done
+
+
+def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_path, capsys):
+    base, split_dir = fashion_split
+    params = with_model(base, epochs=12, schedule="cosine")
+    done = kill_after_epochs(params, split_dir, tmp_path, 2)
+    assert 2 <= done < 12
 
     resumed = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live", track=False)
+    assert f"m: resuming after epoch {done}" in capsys.readouterr().out
     fresh = train("m", params, split_dir, tmp_path / "fresh", tmp_path / "resume2", tmp_path / "live2", track=False)
     assert len(resumed["history"]) == 12
     for a, b in zip(resumed["history"], fresh["history"]):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
-    assert not checkpoint.exists()
+    assert not (tmp_path / "resume" / "last.pt").exists()
     assert not [p for p in tmp_path.rglob("*.tmp")]
 
 
-def test_a_changed_configuration_does_not_resume(fashion_split, tmp_path):
-    from imgclass.train import fingerprint
+def drop_training_images(split_dir: Path, out: Path, keep: int) -> Path:
+    """A copy of split_dir whose training split keeps only its first `keep` images (a resplit)."""
+    import csv
+    import shutil
 
-    base, _ = fashion_split
-    assert fingerprint(with_model(base, lr=0.1), "m") != fingerprint(with_model(base, lr=0.2), "m")
+    import numpy as np
+
+    from imgclass.split import save_array
+
+    shutil.copytree(split_dir, out)
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    save_array(out / "train.npy", np.ascontiguousarray(np.load(split_dir / "train.npy")[:keep]))
+    with (out / "train.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:keep])
+    return out
+
+
+def test_a_killed_run_does_not_resume_on_changed_data_and_says_why(fashion_split, tmp_path, capsys):
+    base, split_dir = fashion_split
+    data = tmp_path / "data"
+    shutil.copytree(split_dir, data)
+    params = with_model(base, epochs=8, schedule="cosine")
+    done = kill_after_epochs(params, data, tmp_path, 2)
+    assert 2 <= done < 8
+
+    shutil.rmtree(data)
+    drop_training_images(split_dir, data, keep=100)  # same params.yaml, other data
+    rerun = train("m", params, data, tmp_path / "model", tmp_path / "resume", tmp_path / "live", track=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert f"m: not resuming {tmp_path / 'resume' / 'last.pt'}: the split changed" in lines
+    assert not any("resuming after epoch" in line for line in lines)
+    fresh = train("m", params, data, tmp_path / "fresh", tmp_path / "resume2", tmp_path / "live2", track=False)
+    assert len(rerun["history"]) == 8
+    for a, b in zip(rerun["history"], fresh["history"]):  # from scratch: the same run as a fresh one
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+
+
+def test_the_fingerprint_covers_params_split_processes_and_code(fashion_split, tmp_path):
+    from imgclass import resume
+
+    base, split_dir = fashion_split
+    params = with_model(base, lr=0.1)
+    tag = resume.fingerprint(params, "m", split_dir, processes=1)
+    assert resume.mismatch(tag, tag) is None
+    assert resume.mismatch(resume.fingerprint(with_model(base, lr=0.2), "m", split_dir, 1), tag) == \
+        "the model's params changed"
+    other = drop_training_images(split_dir, tmp_path / "other", keep=50)
+    assert resume.mismatch(resume.fingerprint(params, "m", other, 1), tag) == "the split changed"
+    assert resume.mismatch(resume.fingerprint(params, "m", split_dir, 2), tag) == \
+        "the number of training processes changed (2 -> 1)"
+    assert resume.mismatch({**tag, "code": "0.0.1+0"}, tag) == "the training code changed"
+    assert "older imgclass" in resume.mismatch("3f2a9c", tag)  # the single-hash fingerprint of before
+
+
+def test_the_code_version_hashes_the_files_training_imports():
+    from imgclass import resume
+
+    names = {p.name for p in resume.training_sources()}
+    assert {"train.py", "resume.py", "losses.py", "models.py", "preprocess.py", "augment.py", "split.py"} <= names
+    assert not names & {"predict.py", "evaluate.py", "cli.py", "export.py"}  # not run by training
 
 
 def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monkeypatch):

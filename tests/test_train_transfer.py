@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from imgclass import models
+from imgclass import models, resume
 from imgclass import train as train_module
 from imgclass.losses import make_loss
 from imgclass.params import ModelParams, parse_params
@@ -101,7 +101,7 @@ def test_a_run_interrupted_in_the_cached_phase_resumes_identically(fashion_split
     params = with_model(base, weights=pretrained, freeze_epochs=3, epochs=1)
     fresh = run(params, split_dir, tmp_path / "fresh")
 
-    save = train_module.save_resume_state
+    save = resume.save_state
     saved = []
 
     def save_then_die(*args):
@@ -110,10 +110,10 @@ def test_a_run_interrupted_in_the_cached_phase_resumes_identically(fashion_split
         if len(saved) == 2:  # after the second frozen epoch
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_resume_state", save_then_die)
+    monkeypatch.setattr(resume, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(params, split_dir, tmp_path / "resumed")
-    monkeypatch.setattr(train_module, "save_resume_state", save)
+    monkeypatch.setattr(resume, "save_state", save)
     resumed = run(params, split_dir, tmp_path / "resumed")
     assert [h["phase"] for h in resumed["history"]] == ["frozen"] * 3 + ["unfrozen"]
     for a, b in zip(resumed["history"], fresh["history"]):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -29,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from imgclass import files, models
+from imgclass import models, resume
 from imgclass.augment import augmentation, batch_mixing
 from imgclass.checkpoint import save_checkpoint
 from imgclass.devices import resolve_device
@@ -334,13 +333,6 @@ def train_one_epoch(s: Stepper, train_loader: DataLoader, val_loader: DataLoader
     return metrics
 
 
-def fingerprint(params: Params, name: str) -> str:
-    """Identifies the configuration a resume checkpoint belongs to."""
-    relevant = {"model": params.models[name].model_dump(), "seed": params.seed, "image_size": params.image_size,
-                "classes": params.classes}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
           dvclive_dir: Path, track: bool = True) -> dict:
     """Train model `name` from params; write model_dir/model.pt (best weights + meta). Returns a summary.
@@ -378,8 +370,10 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
     val_loader = make_loader(val_ds, cfg.batch_size * 2, False, 0, cfg.num_workers, device, world)
 
     resume_path = resume_dir / "last.pt"
-    tag = fingerprint(params, name)
-    state = load_resume_state(resume_path, tag, model)
+    tag = resume.fingerprint(params, name, split_dir, world.size)
+    state, not_resumed = resume.load_state(resume_path, tag, model)
+    if not_resumed:
+        world.print(f"{name}: not resuming {resume_path}: {not_resumed}")
     stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience)
     history: list[dict] = state["history"] if state else []
     best_state = state["best_state"] if state else copy.deepcopy(model.state_dict())
@@ -407,7 +401,7 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                 stopper.bad_epochs = 0  # patience counts within a phase
             for _ in range(phase.epochs):
                 if epoch < done:  # finished before the interruption
-                    if epoch == done - 1:  # the model itself was restored by load_resume_state
+                    if epoch == done - 1:  # the model itself was restored by resume.load_state
                         optimizer.load_state_dict(state["optimizer"])
                         scheduler.load_state_dict(state["scheduler"])
                     epoch += 1
@@ -421,7 +415,8 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                     best_state = copy.deepcopy(model.state_dict())
                 epoch += 1
                 if world.is_main:
-                    save_resume_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper, history)
+                    resume.save_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper.state(),
+                                      history)
                 if phase_index == len(phases) - 1 and stopper.should_stop():
                     world.print(f"{name}: early stop, no {stopper.metric} improvement in {stopper.patience} epochs")
                     break
@@ -453,26 +448,3 @@ def checkpoint_meta(name: str, cfg: ModelParams, classes: list[str], prep: Prepr
     return {"name": name, "arch": cfg.arch, "classes": classes, "preprocessing": prep.to_dict(),
             "dropout": cfg.dropout, "params": json.loads(cfg.model_dump_json()), "summary": summary,
             "mlflow_run_id": tracker.run.info.run_id if tracker.run else None}
-
-
-def save_resume_state(path: Path, tag: str, model, optimizer, scheduler, best_state, stopper, history) -> None:
-    with files.atomic_path(path) as tmp:
-        torch.save({"fingerprint": tag, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "best_state": best_state,
-                    "stopper": stopper.state(), "history": history}, tmp)
-
-
-def load_resume_state(path: Path, tag: str, model: nn.Module) -> dict | None:
-    """The state of an interrupted run of the same configuration, loaded into `model`; or None, and
-    training starts afresh, when there is none or it does not fit (another config or code version)."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != tag:
-            return None
-        model.load_state_dict(state["model"])
-        return state
-    except Exception as exc:  # damaged file, another torch version, changed architecture
-        print(f"ignoring resume checkpoint {path}: {str(exc).splitlines()[0]}")
-        return None
