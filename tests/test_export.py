@@ -67,3 +67,22 @@ def test_cli_export_writes_beside_and_names_errors(trained, tmp_path, capsys):
     assert "no trained model" in capsys.readouterr().err
     assert cli.main(["export", "m", "--format", "onnx", "--models-dir", models_dir,
                      "--out", str(tmp_path / "m.json")]) == 1
+
+
+def test_exported_probabilities_follow_the_saved_output_side(trained, tmp_path):
+    """A model trained for per-class sigmoids with a fitted temperature exports those probabilities."""
+    from dataclasses import replace
+
+    from imgclass.checkpoint import save_checkpoint
+
+    checkpoint, x, softmax_probs = trained
+    model, meta, prep = load_trained(checkpoint)
+    other = tmp_path / "models" / "s" / "model.pt"
+    save_checkpoint(other, model, {**meta, "preprocessing": replace(prep, output="sigmoid", temperature=2.0).to_dict()})
+    with torch.no_grad():
+        model, _, sigmoid_prep = load_trained(other)
+        expected = sigmoid_prep.probabilities(model(torch.from_numpy(x))).numpy()
+    assert not np.allclose(expected, softmax_probs, atol=1e-3)  # the output side matters here
+    session = ort.InferenceSession(str(export_model(other, "onnx", tmp_path / "s.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    assert_parity(session.run(None, {"input": x})[0], expected)

@@ -31,12 +31,13 @@ SCALAR_KEYS = ("accuracy", "val_accuracy", "macro_f1", "weighted_f1", "ece", "ro
 @torch.no_grad()
 def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
                   batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities for uint8 N x H x W x 3 images, through the model's saved preprocessing."""
+    """Class probabilities for uint8 N x H x W x 3 images, through the model's saved preprocessing
+    on both sides (normalised input; logits to probabilities as its loss trained them)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
-        out.append(model(prep.normalize(batch)).float().softmax(dim=1).cpu().numpy())
+        out.append(prep.probabilities(model(prep.normalize(batch))).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 

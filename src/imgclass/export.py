@@ -1,8 +1,9 @@
 """A trained model as a standalone file for runtimes without this library: TorchScript or ONNX.
 
 The exported graph maps the *normalised* float input (N x 3 x input_size x input_size, the output of
-Preprocessing.normalize) to softmax probabilities (N x classes), with a free batch size. Decoding,
-resizing and normalising stay outside the graph; the JSON written beside the model says how
+Preprocessing.normalize) to class probabilities (N x classes, Preprocessing.probabilities: the same
+numbers evaluate and predict compute), with a free batch size. Decoding, resizing and normalising
+stay outside the graph; the JSON written beside the model says how
 (`preprocessing`, the same dict the checkpoint holds) and which column is which class.
 """
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from imgclass import files
 from imgclass.checkpoint import load_trained
+from imgclass.preprocess import Preprocessing
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 OPSET = 18
@@ -24,14 +26,16 @@ INPUT, OUTPUT = "input", "probabilities"
 
 
 class Probabilities(nn.Module):
-    """The classifier with softmax inside, so that every runtime returns probabilities."""
+    """The classifier with its output side inside (temperature, softmax or renormalised sigmoids),
+    so that every runtime returns the probabilities evaluate and predict compute."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, prep: Preprocessing):
         super().__init__()
         self.model = model
+        self.prep = prep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).softmax(dim=1)
+        return self.prep.probabilities(self.model(x))
 
 
 def default_out(name: str, fmt: str) -> Path:
@@ -53,7 +57,7 @@ def export_model(checkpoint: Path | str, fmt: str, out: Path | str | None = None
     out = Path(out) if out else default_out(name, fmt)
     if sidecar_path(out) == out:
         raise ValueError(f"{out}: the JSON description is written beside the model; give the model another suffix")
-    wrapped = Probabilities(model).eval()
+    wrapped = Probabilities(model, prep).eval()
     # Batch 2, not 1: exporters treat a size-1 dimension as a constant.
     example = torch.randn(2, 3, prep.input_size, prep.input_size)
     with files.atomic_path(out) as tmp:
@@ -93,6 +97,7 @@ def describe(meta: dict, fmt: str, out: Path) -> dict:
                           + (f"then to {size}x{size} (bilinear, antialiased); " if size != prep["image_size"] else "")
                           + "scale to 0..1; subtract mean and divide by std per channel; NCHW")},
         "output": {"name": OUTPUT, "shape": ["batch", len(meta["classes"])], "dtype": "float32",
-                   "how": "softmax probabilities, one column per class in `classes` order"},
+                   "how": f"probabilities ({prep.get('output', 'softmax')} of logits / "
+                          f"{prep.get('temperature', 1.0)}), one column per class in `classes` order"},
         "opset": OPSET if fmt == "onnx" else None,
     }
