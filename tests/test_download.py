@@ -11,11 +11,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from httpserver import (LocalServer, distinct_jpegs, dropped, image, oversized, redirect, send, sequence, stall,
-                        status, trickle)
+from httpserver import (LocalServer, distinct_jpegs, dropped, image, jpeg_bytes, oversized, redirect, send, sequence,
+                        stall, status, trickle)
 from imgclass.params import Download
-from imgclass.sources.download import (Job, Journal, backoff_delay, download_all, download_class, fetch_image,
-                                       remove_temp_files, retry_after_seconds)
+from imgclass.sources.download import (Job, Journal, download_all, download_class, fetch_image, remove_temp_files,
+                                       retry_after_seconds)
+from imgclass.sources.retry import backoff_delay
+from odd_images import encode, photo, png_bomb, webp_bomb
+
+# Bomb files legitimately make Pillow warn before we reject them.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 
 FAST = Download(workers=8, timeout=0.5, max_bytes=100_000, retries=1, backoff=0.01, max_retry_after=1.0)
 
@@ -194,7 +199,34 @@ def test_temp_files_of_a_killed_write_are_removed(tmp_path):
     assert not leftover.exists() and kept.exists()
 
 
-@pytest.mark.parametrize("data", [b"", b"GIF89a-but-not-really", b"\x89PNG\r\n\x1a\n" + b"\0" * 40])
-def test_magic_bytes_alone_are_not_enough(tmp_path, data):
+@pytest.mark.parametrize("data, reason", [(b"", "not_image"), (b"GIF89a-but-not-really", "corrupt"),
+                                          (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "corrupt"),
+                                          (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not_image")])
+def test_magic_bytes_alone_are_not_enough(tmp_path, data, reason):
     with LocalServer({"/x": lambda h, hit: send(h, 200, data, "image/png")}) as server:
-        assert fetch_image(server.url("/x"), FAST).reason == "not_image"
+        assert fetch_image(server.url("/x"), FAST).reason == reason
+
+
+def test_downloads_are_checked_as_validate_checks_them(tmp_path):
+    """Half a JPEG served whole (HTTP 200, matching Content-Length) and bombs that declare more pixels
+    than validate.max_pixels are not stored; the same file whole is."""
+    whole = encode(photo(7), "JPEG")  # 160x120: half the bytes keeps the whole header
+    with LocalServer() as server:
+        server.route("/half.jpg", image(whole[: len(whole) // 2]))
+        server.route("/whole.jpg", image(whole))
+        server.route("/bomb.png", image(png_bomb(), "image/png"))  # 100 M pixels in 12 KB
+        server.route("/bomb.webp", image(webp_bomb(), "image/webp"))  # canvas Pillow would allocate on open
+        server.route("/small-limit.jpg", image(jpeg_bytes("navy", (64, 48))))
+        jobs = [Job("cat", server.url(p)) for p in ("/half.jpg", "/whole.jpg", "/bomb.png", "/bomb.webp")]
+        rows = download_all(jobs, tmp_path, FAST, Journal(tmp_path))
+        limited = fetch_image(server.url("/small-limit.jpg"), FAST, max_pixels=64 * 48 - 1)
+        again = download_all(jobs, tmp_path, FAST, Journal(tmp_path))
+        hits = dict(server.hits)
+
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("failed", "truncated"), ("ok", ""), ("failed", "decompression_bomb"), ("failed", "decompression_bomb")]
+    assert [p.name for p in (tmp_path / "cat").iterdir()] == [f"{rows[1]['sha256']}.jpg"]
+    assert limited.reason == "decompression_bomb"
+    # A truncated file stays truncated; a bomb depends on validate.max_pixels, so a rerun asks again.
+    assert [r["status"] for r in again] == ["failed", "exists", "failed", "failed"]
+    assert hits == {"/half.jpg": 1, "/whole.jpg": 1, "/bomb.png": 2, "/bomb.webp": 2, "/small-limit.jpg": 1}

@@ -7,7 +7,8 @@ result URLs, interleaved across queries and without repeats, are downloaded unti
 
 Rate limits: a rate-limited, timed-out or empty search (ddgs hides a 202/403 block behind "No results
 found") is retried `scrape.ddg.retries` times with exponential backoff and jitter (`backoff_base`,
-doubling, at most `backoff_max` seconds); `pause` seconds separate consecutive searches. When the
+doubling, at most `backoff_max` seconds), by the same policy as downloads (`sources.retry`); `pause`
+seconds separate consecutive searches. When the
 retries run out, or the search service cannot be reached at all (offline), `collect` raises
 SourceError("image search unreachable: <reason>; downloaded images kept").
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import time
@@ -43,9 +43,9 @@ from tqdm import tqdm
 from imgclass import files
 from imgclass.params import DdgSource, Params
 from imgclass.sources import SourceError
-from imgclass.sources.download import HEADERS, Job, Journal, backoff_delay, download_class, journal_dir, remove_temp_files
+from imgclass.sources.download import HEADERS, Job, Journal, download_class, journal_dir, remove_temp_files
+from imgclass.sources.retry import Transient, call_with_retries
 
-log = logging.getLogger(__name__)
 Search = Callable[[str, int], list]
 SEARCH_URL_ENV = "IMGCLASS_SEARCH_URL"
 SEARCH_TIMEOUT = 20.0
@@ -68,7 +68,8 @@ def collect(params: Params, raw_dir: Path, search: Optional[Search] = None) -> l
     rows: list[dict] = []
     for cls in params.classes:  # search then download per class, so a block later keeps this class
         jobs = search_class(cls, scrape.ddg, scrape.max_per_class, search, raw_dir, pacer)
-        rows += download_class(jobs, raw_dir, scrape.download, scrape.max_per_class, journal)
+        rows += download_class(jobs, raw_dir, scrape.download, scrape.max_per_class, journal,
+                               max_pixels=params.validate.max_pixels)
     return rows
 
 
@@ -111,19 +112,19 @@ def search_cache_path(raw_dir: Path, query: str, ddg: DdgSource) -> Path:
 
 
 def search_with_retries(search: Search, query: str, max_results: int, ddg: DdgSource) -> list[dict]:
-    for attempt in range(ddg.retries + 1):
+    """search(), retried on rate limits, timeouts and errors by the sources' one retry policy."""
+    def attempt() -> list[dict]:
         try:
             return search(query, max_results)
-        except SearchUnreachable as exc:
-            raise unreachable(str(exc)) from None
         except DDGSException as exc:
-            reason = describe_search_error(exc)
-            if attempt == ddg.retries:
-                raise unreachable(f"{reason} after {ddg.retries} retries") from None
-            delay = backoff_delay(attempt, ddg.backoff_base, ddg.backoff_max)
-            log.warning("search %r: %s; retry %d/%d in %.1fs", query, reason, attempt + 1, ddg.retries, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+            raise Transient(describe_search_error(exc)) from None
+
+    try:
+        return call_with_retries(attempt, ddg.retries, ddg.backoff_base, ddg.backoff_max, what=f"search {query!r}")
+    except SearchUnreachable as exc:  # not retried: the stage stops at once
+        raise unreachable(str(exc)) from None
+    except Transient as exc:
+        raise unreachable(f"{exc.reason} after {ddg.retries} retries") from None
 
 
 def describe_search_error(exc: DDGSException) -> str:

@@ -2,7 +2,11 @@
 thread pool, and remember every outcome in a journal so that an interrupted run resumes.
 
 - `fetch_image(url, settings)` never raises for network trouble: it returns a `FetchResult` whose
-  `reason` is a short machine-friendly word (http_404, timeout, too_large, not_image, ...).
+  `reason` is a short machine-friendly word (http_404, timeout, too_large, not_image, truncated, ...).
+  A body is kept only when it decodes fully, checked by validate's own sniffer and decompression-bomb
+  guard (`images.decoded`); the size policy (min_size, aspect) stays with validate.
+- Retries (5xx, 429 with its Retry-After, timeouts, dropped connections) follow the one policy of
+  `sources.retry`; each attempt has an overall deadline of `settings.timeout`.
 - `download_all(jobs, raw_dir, settings, journal)` returns one manifest row per job, in job order.
 - `download_class(jobs, raw_dir, settings, limit, journal)` downloads one class until `limit`
   distinct images are on disk.
@@ -16,11 +20,11 @@ import email.utils
 import hashlib
 import io
 import json
-import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 from urllib.parse import urlsplit
@@ -30,8 +34,10 @@ import urllib3
 from PIL import Image
 from tqdm import tqdm
 
-from imgclass.params import Download
+from imgclass.images import ImageRejected, check_pixel_count, decoded
+from imgclass.params import Download, ValidateParams
 from imgclass.sources import store_image
+from imgclass.sources.retry import Transient, call_with_retries
 
 # Some image hosts refuse the default python-requests agent; present as a current desktop browser.
 USER_AGENT = (
@@ -43,22 +49,17 @@ MAX_REDIRECTS = 10
 CHUNK_SIZE = 64 * 1024
 JOURNAL_DIR = ".journal"
 
-# Leading bytes of the formats we keep; anything else (HTML error pages, SVG, PDFs) is not_image.
-MAGIC_BYTES = (
-    (b"\xff\xd8\xff", 0),
-    (b"\x89PNG\r\n\x1a\n", 0),
-    (b"GIF87a", 0),
-    (b"GIF89a", 0),
-    (b"WEBP", 8),  # after "RIFF" + size
-    (b"BM", 0),
-    (b"II*\x00", 0),
-    (b"MM\x00*", 0),
-)
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+# File extension per Pillow format; formats not listed take Pillow's first registered extension.
+EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif",
+              "HEIF": "heic", "AVIF": "avif"}
+DEFAULT_MAX_PIXELS = ValidateParams().max_pixels  # callers pass params.validate.max_pixels
+# What validate calls these, a download calls not_image: the server sent something else.
+NOT_IMAGE_REASONS = {"empty_file", "html_not_image", "svg_not_supported", "not_an_image"}
 
 # Failures that a later run would see again (these and 4xx); other failures (timeouts, 5xx, 429,
-# dropped connections) are tried again when a run resumes.
-PERMANENT_FAILURES = {"bad_scheme", "bad_url", "too_many_redirects", "too_large", "not_image", "sha256_mismatch"}
+# dropped connections, and bombs, which depend on validate.max_pixels) are tried again when a run resumes.
+PERMANENT_FAILURES = {"bad_scheme", "bad_url", "too_many_redirects", "too_large", "not_image", "sha256_mismatch",
+                      "truncated", "corrupt", "unsupported_format"}
 
 
 def is_permanent(reason: str) -> bool:
@@ -89,15 +90,6 @@ class FetchResult:
         return not self.reason
 
 
-class _Retry(Exception):
-    """A transient failure: try again after `delay` seconds (None: exponential backoff)."""
-
-    def __init__(self, reason: str, delay: Optional[float] = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
-
-
 class _Fail(Exception):
     """A failure that retrying will not fix."""
 
@@ -115,31 +107,21 @@ def new_session() -> requests.Session:
     return session
 
 
-def fetch_image(url: str, settings: Download = Download(), session: Optional[requests.Session] = None) -> FetchResult:
-    """GET `url` and check that it is an image; retry 5xx, timeouts, dropped connections and 429."""
+def fetch_image(url: str, settings: Download = Download(), session: Optional[requests.Session] = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> FetchResult:
+    """GET `url` and check that it is a whole image; retry 5xx, timeouts, dropped connections and 429."""
     try:
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             return FetchResult(url, reason="bad_scheme")
     except ValueError:  # e.g. an unbalanced "[" in the host
         return FetchResult(url, reason="bad_url")
     session = session or new_session()
-    for attempt in range(settings.retries + 1):
-        try:
-            data = _get_body(session, url, settings)
-            ext, width, height = identify_image(data)
-            return FetchResult(url, data=data, ext=ext, width=width, height=height)
-        except _Fail as fail:
-            return FetchResult(url, reason=fail.reason)
-        except _Retry as retry:
-            if attempt == settings.retries:
-                return FetchResult(url, reason=retry.reason)
-            time.sleep(retry.delay if retry.delay is not None else backoff_delay(attempt, settings.backoff))
-    raise AssertionError("unreachable")
-
-
-def backoff_delay(attempt: int, base: float, cap: float = float("inf")) -> float:
-    """Exponential backoff with jitter, so parallel clients do not retry in lockstep."""
-    return min(cap, base * 2**attempt) * random.uniform(0.5, 1.0)
+    try:
+        data = call_with_retries(partial(_get_body, session, url, settings), settings.retries, settings.backoff)
+        ext, width, height = identify_image(data, max_pixels)
+    except (_Fail, Transient) as failure:
+        return FetchResult(url, reason=failure.reason)
+    return FetchResult(url, data=data, ext=ext, width=width, height=height)
 
 
 def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
@@ -158,7 +140,7 @@ def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
                 if len(body) > settings.max_bytes:
                     raise _Fail("too_large")
                 if time.monotonic() > deadline:
-                    raise _Retry("timeout")
+                    raise Transient("timeout")
             return bytes(body)
     except requests.TooManyRedirects:
         raise _Fail("too_many_redirects") from None
@@ -167,21 +149,21 @@ def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError):
         raise _Fail("bad_url") from None
     except requests.Timeout:
-        raise _Retry("timeout") from None
+        raise Transient("timeout") from None
     except requests.ConnectionError as exc:
         # A read timeout in the middle of the body arrives wrapped as a ConnectionError.
         timed_out = any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
-        raise _Retry("timeout" if timed_out else "connection_error") from None
-    except requests.RequestException:  # truncated or undecodable body
-        raise _Retry("connection_error") from None
+        raise Transient("timeout" if timed_out else "connection_error") from None
+    except requests.RequestException:  # a body cut short of its Content-Length, or undecodable
+        raise Transient("connection_error") from None
 
 
 def _check_status(response: requests.Response, settings: Download) -> None:
     code = response.status_code
     if code == 429:
-        raise _Retry("rate_limited", retry_after_seconds(response.headers.get("Retry-After"), settings.max_retry_after))
+        raise Transient("rate_limited", retry_after_seconds(response.headers.get("Retry-After"), settings.max_retry_after))
     if code >= 500:
-        raise _Retry(f"http_{code}")
+        raise Transient(f"http_{code}")
     if code >= 300:  # 4xx, and 3xx that requests did not follow (no Location)
         raise _Fail(f"http_{code}")
 
@@ -200,20 +182,23 @@ def retry_after_seconds(value: Optional[str], cap: float) -> Optional[float]:
     return min(cap, max(0.0, when.timestamp() - time.time()))
 
 
-def identify_image(data: bytes) -> tuple[str, int, int]:
-    """(extension, width, height) if `data` is an image by its magic bytes and by Pillow, else _Fail."""
-    if not any(data[offset:offset + len(magic)] == magic for magic, offset in MAGIC_BYTES):
-        raise _Fail("not_image")
+def identify_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """(extension, width, height) when `data` decodes fully as validate would decode it, else _Fail
+    with validate's reason (not_image for what is no image at all)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-            ext = EXTENSIONS.get(image.format or "")
-            width, height = image.size
-    except Exception:  # Pillow raises many types for corrupt data
-        raise _Fail("not_image") from None
+        with decoded(io.BytesIO(data), partial(check_pixel_count, max_pixels=max_pixels)) as image:
+            fmt, (width, height) = image.format or "", image.size
+    except ImageRejected as rejected:
+        raise _Fail("not_image" if rejected.reason in NOT_IMAGE_REASONS else rejected.reason) from None
+    ext = EXTENSIONS.get(fmt) or _registered_extension(fmt)
     if ext is None:
-        raise _Fail("not_image")
+        raise _Fail("unsupported_format")
     return ext, width, height
+
+
+def _registered_extension(fmt: str) -> Optional[str]:
+    """Pillow's first file extension for a format (e.g. ICO -> ico), without the dot."""
+    return next((ext.lstrip(".") for ext, name in Image.registered_extensions().items() if name == fmt), None)
 
 
 # --- the journal ------------------------------------------------------------------------------
@@ -271,10 +256,11 @@ def manifest_row(job: Job, status: str, reason: str = "", sha256: str = "", size
 class _Downloader:
     """State shared by the worker threads of one download_all call."""
 
-    def __init__(self, raw_dir: Path, settings: Download, journal: Optional[Journal]):
+    def __init__(self, raw_dir: Path, settings: Download, journal: Optional[Journal], max_pixels: int):
         self.raw_dir = Path(raw_dir)
         self.settings = settings
         self.journal = journal
+        self.max_pixels = max_pixels
         self._local = threading.local()
         self._store_lock = threading.Lock()
         # path -> URL that first stored it, to say which URL a duplicate duplicates.
@@ -307,7 +293,7 @@ class _Downloader:
         return None
 
     def fetch_and_store(self, job: Job) -> dict:
-        fetched = fetch_image(job.url, self.settings, self.session())
+        fetched = fetch_image(job.url, self.settings, self.session(), self.max_pixels)
         if not fetched.ok:
             return manifest_row(job, "failed", fetched.reason)
         if job.sha256 and hashlib.sha256(fetched.data).hexdigest() != job.sha256:
@@ -329,14 +315,16 @@ class _Downloader:
 
 
 def download_all(jobs: Iterable[Job], raw_dir: Path, settings: Download = Download(),
-                 journal: Optional[Journal] = None, on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
+                 journal: Optional[Journal] = None, on_row: Optional[Callable[[dict], None]] = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
     """Fetch every job with `settings.workers` threads; one manifest row per job, in job order.
 
     URLs the journal already holds (stored and still on disk, or failed for good) are not requested.
-    `on_row` is called in the calling thread as each job finishes (for progress bars).
+    `on_row` is called in the calling thread as each job finishes (for progress bars); `max_pixels`
+    is the decompression-bomb limit (params.validate.max_pixels).
     """
     jobs = list(jobs)
-    downloader = _Downloader(raw_dir, settings, journal)
+    downloader = _Downloader(raw_dir, settings, journal, max_pixels)
     rows: list[Optional[dict]] = [None] * len(jobs)
     pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="download")
     try:
@@ -374,7 +362,7 @@ def credit_first_in_job_order(rows: list[dict], new_paths: set[str]) -> list[int
 
 
 def download_class(jobs: list[Job], raw_dir: Path, settings: Download, limit: int,
-                   journal: Optional[Journal] = None) -> list[dict]:
+                   journal: Optional[Journal] = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
     """Download one class's jobs in order until `limit` distinct images are stored.
 
     Works in batches of the number still missing, so the class never overshoots `limit` while the
@@ -394,7 +382,7 @@ def download_class(jobs: list[Job], raw_dir: Path, settings: Download, limit: in
         while len(stored) < limit and position < len(jobs):
             batch = jobs[position:position + limit - len(stored)]
             position += len(batch)
-            rows += download_all(batch, raw_dir, settings, journal, on_row=count_stored)
+            rows += download_all(batch, raw_dir, settings, journal, on_row=count_stored, max_pixels=max_pixels)
     return rows
 
 

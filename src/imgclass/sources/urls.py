@@ -32,7 +32,8 @@ def collect(params: Params, raw_dir: Path) -> list[dict]:
     journal = Journal(raw_dir)
     rows: list[dict] = []
     for cls in params.classes:
-        rows += download_class(jobs[cls], raw_dir, params.scrape.download, params.scrape.max_per_class, journal)
+        rows += download_class(jobs[cls], raw_dir, params.scrape.download, params.scrape.max_per_class, journal,
+                               max_pixels=params.validate.max_pixels)
     return rows
 
 
