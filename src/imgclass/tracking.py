@@ -4,16 +4,39 @@ MLflow's store defaults to `sqlite:///<main repo>/mlflow.db` with artifacts in `
 "Main repo" matters: `dvc exp run --queue` / `--temp` run stages in a copy under
 `<repo>/.dvc/tmp/exps/...`, and their runs must land in the store the user opens with `make ui`.
 MLFLOW_TRACKING_URI, when set, wins.
+
+One pipeline run (a `dvc repro` or one DVC experiment) is one parent MLflow run; the training runs of
+its `train@M` stages are nested under it and the ensemble stage logs the headline numbers to it. The
+stages are separate processes, so they find the parent by a tag (`imgclass.pipeline_run`) whose value
+names the experiment (or the workspace), the commit and the params.yaml they ran with.
+
+Writes from several processes (`dvc queue start -j 2`) go through `store_lock()`: an exclusive
+file lock beside mlflow.db, so parallel experiments take turns instead of failing with
+"database is locked", plus a retry with backoff for writers outside this module (the UI, the registry).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
+import hashlib
 import os
+import random
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 EXPERIMENT = "imgclass"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"  # the UI opens the experiment on its runs, not on traces
+PIPELINE_TAG = "imgclass.pipeline_run"
 _EXPS_MARKER = (".dvc", "tmp", "exps")
+T = TypeVar("T")
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -52,23 +75,264 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def use_experiment() -> None:
-    """Point MLflow at the project's store and experiment (artifacts beside the store)."""
+# ---------------------------------------------------------------- one writer at a time
+
+_held = threading.local()
+
+
+def lock_path(uri: str | None = None) -> Path:
+    """Beside the sqlite file; for a server, one lock per URI in the temp dir (it only orders this
+    machine's stages, e.g. when two of them create the same pipeline's parent run)."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///") + ".lock")
+    return Path(tempfile.gettempdir()) / f"imgclass-mlflow-{hashlib.sha1(uri.encode()).hexdigest()[:12]}.lock"
+
+
+@contextlib.contextmanager
+def store_lock() -> Iterator[None]:
+    """Exclusive across processes; re-entrant within one thread (flock would deadlock on itself)."""
+    if getattr(_held, "depth", 0):
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    path = lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """sqlite's busy error, however MLflow or SQLAlchemy wrapped it."""
+    while exc is not None:
+        if "database is locked" in str(exc) or "database table is locked" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def locked_write(action: Callable[[], T], attempts: int = 8, first_wait: float = 0.2) -> T:
+    """`action` under the store lock, retried with jittered backoff while sqlite reports a lock held
+    by a process that does not take ours (mlflow ui, imgclass register)."""
+    for attempt in range(attempts):
+        try:
+            with store_lock():
+                return action()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_locked_error(exc):
+                raise
+            time.sleep(first_wait * 2 ** attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- the experiment
+
+def use_experiment() -> str:
+    """Point MLflow at the project's store and experiment (artifacts beside the store), created as
+    a model-training experiment; returns its id."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        try:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root())
-        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel stage
-            pass
-    mlflow.set_experiment(EXPERIMENT)
+    return locked_write(_ensure_training_experiment)
 
+
+def _ensure_training_experiment() -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)  # the first call creates the sqlite schema
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(),
+                                                 tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    else:
+        experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # a store made before the tag: keep the user's choice if set
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+# ---------------------------------------------------------------- the pipeline run (parent)
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def pipeline_commit() -> str:
+    """The commit the pipeline runs on: an experiment's baseline (DVC sets it), else HEAD."""
+    return os.environ.get("DVC_EXP_BASELINE_REV") or git_commit() or "nocommit"
+
+
+def pipeline_run_name() -> str:
+    """`<experiment>@<commit>`, or `workspace@<commit>` for a plain `dvc repro`."""
+    return f"{os.environ.get('DVC_EXP_NAME') or 'workspace'}@{pipeline_commit()[:7]}"
+
+
+def pipeline_run_key(params_file: Path = Path("params.yaml")) -> str:
+    """What every stage process of one pipeline run shares. The params digest separates two
+    `dvc repro` runs with different uncommitted params on one commit (MLflow params are write-once)."""
+    content = params_file.read_bytes() if params_file.exists() else b""
+    return f"{pipeline_run_name()}/{pipeline_commit()}/{hashlib.sha256(content).hexdigest()[:12]}"
+
+
+def pipeline_parent_id(experiment_id: str) -> str:
+    """The parent run of this pipeline run: found by its key tag, or created. Under the store lock,
+    so two stages of one run never both create it."""
+    import mlflow
+
+    key = pipeline_run_key()
+    client = mlflow.MlflowClient()
+
+    def find_or_create() -> str:
+        found = client.search_runs([experiment_id], f"tags.`{PIPELINE_TAG}` = '{key}'",
+                                   order_by=["attributes.start_time ASC"], max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=pipeline_run_name(),
+                                tags={PIPELINE_TAG: key, "dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
+                                      "git_commit": pipeline_commit(), "mlflow.note.content":
+                                      "One pipeline run: the training runs are nested below; "
+                                      "the ensemble's result is logged here."})
+        # FINISHED from the start: a pipeline that stops early leaves no run 'running' forever.
+        client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    return locked_write(find_or_create)
+
+
+def numeric_leaves(metrics: dict) -> dict[str, float]:
+    """Numbers of a metrics JSON, flattened: {'test_accuracy': {'soft_vote': .9}} -> test_accuracy.soft_vote."""
+    return {k: float(v) for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def committed_params(params_file: Path = Path("params.yaml")) -> dict | None:
+    """params.yaml as committed at the pipeline's commit; None when git cannot say."""
+    import yaml
+
+    for cwd in (Path.cwd(), main_repo_root()):  # an experiment's temp copy, else the user's repository
+        proc = subprocess.run(["git", "show", f"{pipeline_commit()}:{params_file.as_posix()}"], cwd=cwd,
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            return yaml.safe_load(proc.stdout) or {}
+    return None
+
+
+_MISSING = object()
+
+
+def changed_params(current: dict, committed: dict | None) -> dict[str, str]:
+    """Flattened params that differ from the committed ones (all of them when nothing is committed)."""
+    now, before = flatten(current), flatten(committed or {})
+    return {k: str(v) for k, v in now.items() if committed is None or before.get(k, _MISSING) != v}
+
+
+def log_pipeline_result(metrics: dict, artifacts: list[Path], params: dict | None = None) -> str:
+    """The ensemble's result on this pipeline run's parent: every number of `metrics` (flattened),
+    its strings as tags, the artifacts under `ensemble/`, and the params that differ from the
+    committed params.yaml (`params` defaults to ./params.yaml). Returns the parent's run id."""
+    import mlflow
+    import yaml
+    from mlflow.entities import Metric, Param, RunTag
+
+    experiment_id = use_experiment()
+    parent = pipeline_parent_id(experiment_id)
+    if params is None:
+        params = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").exists() else {}
+    changed = changed_params(params, committed_params())
+    client = mlflow.MlflowClient()
+
+    tags = {f"ensemble.{k}": v for k, v in metrics.items() if isinstance(v, str)}  # e.g. the chosen vote
+    tags["changed_params"] = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none"
+
+    def log() -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in numeric_leaves(metrics).items()],
+                         params=[Param(k, v[:6000]) for k, v in changed.items()],
+                         tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+        for path in artifacts:
+            client.log_artifact(parent, str(path), artifact_path="ensemble")
+        client.set_terminated(parent, "FINISHED")  # end_time: when the pipeline's last result came
+
+    locked_write(log)
+    return parent
+
+
+# ---------------------------------------------------------------- the dataset of a training run
+
+def split_counts(split_dir: Path) -> list[dict]:
+    """Images per split and class, from data/split/{train,val,test}.csv."""
+    import csv
+
+    rows = []
+    for path in sorted(split_dir.glob("*.csv")):
+        with path.open(newline="") as handle:
+            labels = [row["label"] for row in csv.DictReader(handle)]
+        rows += [{"split": path.stem, "class": label, "images": labels.count(label)} for label in sorted(set(labels))]
+    return rows
+
+
+def split_digest(split_dir: Path) -> str:
+    """Content digest of the split's CSVs (paths carry content hashes, so this names the images too)."""
+    digest = hashlib.sha256()
+    for path in sorted(split_dir.glob("*.csv")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def split_dataset(split_dir: Path, name: str | None = None):
+    """The split as an MLflow dataset: the count table, named and digested by the split files; its
+    profile (shown in the UI's dataset view) is the count per split and class."""
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    counts = pd.DataFrame(split_counts(split_dir), columns=["split", "class", "images"])
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are the local path
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(split_dir).resolve()))
+    return _split_dataset_class()(df=counts, source=source, name=name or Path(split_dir).as_posix(),
+                                  digest=split_digest(split_dir))
+
+
+@functools.cache
+def _split_dataset_class():
+    from mlflow.data.pandas_dataset import PandasDataset
+
+    class SplitDataset(PandasDataset):
+        @property
+        def profile(self) -> dict:
+            rows = self.df.to_dict("records")
+            return {"images": int(sum(r["images"] for r in rows)),
+                    **{f"{r['split']}.{r['class']}": int(r["images"]) for r in rows}}
+
+    return SplitDataset
+
+
+def log_dataset_input(dataset) -> None:
+    import mlflow
+
+    with warnings.catch_warnings():  # MLflow's hint about integer columns is for model signatures
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.log_input(dataset, context="training")
+
+
+# ---------------------------------------------------------------- one training run
 
 class Tracker:
-    """One training run: MLflow run + DVCLive directory, logged to in step with the epochs."""
+    """One training run: MLflow run (nested under its pipeline run) + DVCLive directory, logged to in
+    step with the epochs. With `split_dir`, the run records the split it trained on as its input."""
 
-    def __init__(self, run_name: str, params: dict, dvclive_dir: Path, enabled: bool = True):
+    def __init__(self, run_name: str, params: dict, dvclive_dir: Path, enabled: bool = True,
+                 split_dir: Path | None = None):
         self.enabled = enabled
         self.live = None
         self.run = None
@@ -77,11 +341,17 @@ class Tracker:
         import mlflow
         from dvclive import Live
 
-        use_experiment()
+        experiment_id = use_experiment()
+        parent = pipeline_parent_id(experiment_id)
         exp_name = os.environ.get("DVC_EXP_NAME")
-        self.run = mlflow.start_run(run_name=f"{run_name}" + (f"@{exp_name}" if exp_name else ""),
-                                    tags={"model": run_name, "dvc_exp": exp_name or "workspace"})
-        mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
+
+        # One write per call: a retry after "database is locked" must not start a second run.
+        self.run = locked_write(lambda: mlflow.start_run(
+            run_name=f"{run_name}" + (f"@{exp_name}" if exp_name else ""), parent_run_id=parent,
+            tags={"model": run_name, "dvc_exp": exp_name or "workspace"}))
+        locked_write(lambda: mlflow.log_params({k: str(v) for k, v in flatten(params).items()}))
+        if split_dir is not None:
+            locked_write(lambda: log_dataset_input(split_dataset(split_dir)))
         self.live = Live(dir=str(dvclive_dir), dvcyaml=False, save_dvc_exp=False, report=None)
 
     def log_epoch(self, step: int, metrics: dict[str, float]) -> None:
@@ -89,7 +359,7 @@ class Tracker:
             return
         import mlflow
 
-        mlflow.log_metrics(metrics, step=step)
+        locked_write(lambda: mlflow.log_metrics(metrics, step=step))
         for name, value in metrics.items():
             self.live.log_metric(name.replace("_", "/", 1), value)
         self.live.next_step()
@@ -98,7 +368,8 @@ class Tracker:
         if self.enabled:
             import mlflow
 
-            mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            locked_write(lambda: mlflow.log_metrics({f"best_{k}": v for k, v in metrics.items()
+                                                     if isinstance(v, (int, float))}))
 
     def log_model(self, model, example, meta: dict) -> None:
         """The model with its class names and preprocessing, so MLflow alone can serve it."""
@@ -107,19 +378,22 @@ class Tracker:
         import mlflow
         import torch
 
-        mlflow.log_dict(meta, "imgclass_meta.json")
-        mlflow.pytorch.log_model(
-            model, name="model", input_example=example,
-            # Listing requirements explicitly skips MLflow's ~15 s environment inference.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "timm"],
-            metadata={"classes": meta["classes"], "preprocessing": meta["preprocessing"]},
-        )
+        def log() -> None:
+            mlflow.log_dict(meta, "imgclass_meta.json")
+            mlflow.pytorch.log_model(
+                model, name="model", input_example=example,
+                # Listing requirements explicitly skips MLflow's ~15 s environment inference.
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "torchvision", "timm"],
+                metadata={"classes": meta["classes"], "preprocessing": meta["preprocessing"]},
+            )
+
+        locked_write(log)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         if self.enabled:
             import mlflow
 
-            mlflow.log_artifact(str(path), artifact_path=folder)
+            locked_write(lambda: mlflow.log_artifact(str(path), artifact_path=folder))
 
     def close(self, status: str = "FINISHED") -> None:
         if not self.enabled:
@@ -127,7 +401,7 @@ class Tracker:
         import mlflow
 
         self.live.end()
-        mlflow.end_run(status=status)
+        locked_write(lambda: mlflow.end_run(status=status))
 
 
 def log_to_run(run_id: str | None, metrics: dict[str, float], artifacts: list[Path]) -> None:
@@ -135,9 +409,16 @@ def log_to_run(run_id: str | None, metrics: dict[str, float], artifacts: list[Pa
     if not run_id:
         return
     import mlflow
+    from mlflow.entities import Metric
 
     mlflow.set_tracking_uri(tracking_uri())
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    client = mlflow.MlflowClient()
+
+    def log() -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                          if isinstance(v, (int, float)) and not isinstance(v, bool)])
         for path in artifacts:
-            mlflow.log_artifact(str(path), artifact_path="evaluation")
+            client.log_artifact(run_id, str(path), artifact_path="evaluation")
+
+    locked_write(log)
