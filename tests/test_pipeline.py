@@ -48,7 +48,7 @@ def test_repro_produces_every_declared_output(repo):
     manifest = (repo / "data" / "raw" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 4 * 60
     split = json.loads((repo / "metrics" / "split.json").read_text())
-    assert sum(split.values()) == 4 * 60
+    assert split["train"] + split["val"] + split["test"] == 4 * 60
 
 
 def test_second_repro_is_a_no_op(repo):
@@ -61,12 +61,15 @@ def test_second_repro_is_a_no_op(repo):
 
 
 def test_changing_one_model_reruns_only_what_depends_on_it(repo):
-    proc = run(["dvc", "exp", "run", "-S", "models.cnn_simple.lr=0.02"], repo)
+    # `+` adds a key the file leaves to its default, as the README says
+    proc = run(["dvc", "exp", "run", "-S", "models.cnn_simple.lr=0.02",
+                "-S", "+models.cnn_simple.label_smoothing=0.05"], repo)
     out = proc.stdout + proc.stderr
     assert ran_stages(out) == {"train@cnn_simple", "evaluate@cnn_simple", "ensemble"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     experiment = shown[1]["experiments"][0]["revs"][0]["data"]
-    assert experiment["params"]["params.yaml"]["data"]["models"]["cnn_simple"]["lr"] == 0.02
+    changed = experiment["params"]["params.yaml"]["data"]["models"]["cnn_simple"]
+    assert changed["lr"] == 0.02 and changed["label_smoothing"] == 0.05
     for metrics_file in ("metrics/eval/cnn_simple.json", "metrics/ensemble.json", "metrics/train/cnn_medium.json"):
         assert metrics_file in experiment["metrics"]
 
