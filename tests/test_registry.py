@@ -1,4 +1,5 @@
 import base64
+import json
 import os
 import shutil
 import signal
@@ -12,29 +13,42 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+import torch
+import yaml
 
-from imgclass import cli, files
-from imgclass.checkpoint import load_trained
-from imgclass.evaluate import predict_probs
+from conftest import tiny_params_dict
+from imgclass import cli, files, models, reports
+from imgclass.checkpoint import load_trained, save_checkpoint
+from imgclass.evaluate import SavedPredictions, predict_probs
 from imgclass.predict import PredictError
-from imgclass.registry import best_model, register, registered_uri
-from test_predict import split_images, train_tiny
+from imgclass.registry import (PATH_REFUSED, SERVE_ROOT_ENV, best_model, choose_models, register, registered_uri,
+                               serving_imports, serving_requirements)
+from test_predict import save_predictions, split_images, train_tiny
 
 SERVER_START_S = 180  # mlflow + torch imports on two busy cores
 REQUEST_S = 60
+MEMBER = {"arch": "cnn_simple", "epochs": 2, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")
 def store(fashion_split, tmp_path_factory):
-    """A project folder with models/{m,copy}, metrics/eval, an empty sqlite store, MLFLOW_TRACKING_URI
-    pointing at it and the working directory inside it (so artifacts land there too)."""
+    """A project folder after `dvc repro`: params members m and copy (the same network), their saved
+    predictions and the ensemble's metrics, a stale models/old that params no longer names, an empty
+    sqlite store, MLFLOW_TRACKING_URI pointing at it and the working directory inside it."""
     root = tmp_path_factory.mktemp("registry")
     checkpoint = train_tiny(fashion_split, root / "models")
     shutil.copytree(checkpoint.parent, root / "models" / "copy")
-    files.write_json(root / "metrics" / "eval" / "m.json", {"accuracy": 0.9})
-    files.write_json(root / "metrics" / "eval" / "copy.json", {"accuracy": 0.5})
+    _, meta, _ = load_trained(checkpoint)
+    torch.manual_seed(2)
+    save_checkpoint(root / "models" / "old" / "model.pt", models.build_model(meta["arch"], 4), {**meta, "name": "old"})
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(models={"m": MEMBER, "copy": MEMBER}), sort_keys=False))
+    for name in ("m", "copy"):
+        save_predictions(root / "models" / name / "model.pt", fashion_split[1], root / "data" / "preds" / f"{name}.npz")
+    reports.ensemble_report(["m", "copy"], root / "data" / "preds", root / "metrics" / "ensemble.json",
+                            root / "plots" / "ensemble")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.delenv(SERVE_ROOT_ENV, raising=False)
         mp.chdir(root)
         yield root
 
@@ -52,42 +66,124 @@ def registered(store):
     return register("best", "imgclass-test")
 
 
-def test_best_model_is_the_highest_test_accuracy(tmp_path):
-    files.write_json(tmp_path / "a.json", {"accuracy": 0.7})
-    files.write_json(tmp_path / "b.json", {"accuracy": 0.8})
-    files.write_json(tmp_path / "broken.json", {"loss": 0.1})
-    assert best_model(tmp_path) == "b"
+def write_preds(path: Path, val_right: int, test_right: int, n: int = 10) -> None:
+    """Saved predictions of 2 classes with val_right of n validation and test_right of n test images right."""
+    labels = np.zeros(n, dtype=np.int64)
+    def probs(right):
+        return np.array([[0.9, 0.1]] * right + [[0.1, 0.9]] * (n - right))
+    SavedPredictions(["x", "y"], probs(val_right), labels, probs(test_right), labels, "0" * 64).save(path)
+
+
+def test_best_model_is_chosen_on_validation_never_on_test(tmp_path):
+    write_preds(tmp_path / "a.npz", val_right=7, test_right=9)   # the best on test
+    write_preds(tmp_path / "b.npz", val_right=8, test_right=6)   # the best on validation
+    write_preds(tmp_path / "c.npz", val_right=8, test_right=5)   # tied on validation, later in params
+    write_preds(tmp_path / "stale.npz", val_right=10, test_right=10)  # not in params
+    assert best_model(["a", "b", "c"], tmp_path) == "b"
     with pytest.raises(PredictError, match="no evaluated model"):
-        best_model(tmp_path / "missing")
+        best_model(["a"], tmp_path / "missing")
 
 
-def test_registered_pyfunc_takes_base64_images_and_paths(registered, expected):
+def test_best_refuses_a_checkpoint_changed_since_evaluation(store, tmp_path):
+    shutil.copytree(store / "models", tmp_path / "models")
+    torch.manual_seed(5)
+    _, meta, _ = load_trained(tmp_path / "models" / "m" / "model.pt")
+    save_checkpoint(tmp_path / "models" / "m" / "model.pt", models.build_model(meta["arch"], 4), meta)
+    with pytest.raises(PredictError, match="not the checkpoint the evaluate stage evaluated"):
+        choose_models("best", tmp_path / "models")
+    assert list(choose_models("best", store / "models").checkpoints) == ["m"]
+
+
+def test_registered_pyfunc_takes_base64_images_and_refuses_paths_by_default(registered, expected):
     import mlflow
 
     assert str(registered.version) == "1" and registered.tags["members"] == "m"
     paths, probs, classes = expected
     loaded = mlflow.pyfunc.load_model(registered_uri(registered))
-    frame = pd.DataFrame({"image": [base64.b64encode(paths[0].read_bytes()).decode(), None, "not base64!", None],
-                          "path": [None, str(paths[1]), None, "missing.png"]})
+    frame = pd.DataFrame({"image": [base64.b64encode(paths[0].read_bytes()).decode(), "not base64!", None, None],
+                          "path": [None, None, str(paths[1]), "/no/such/file.png"]})
     out = loaded.predict(frame)
-    assert list(out["status"]) == ["ok", "ok", "error", "error"]
-    assert list(out["reason"][2:]) == ["not_base64", "not_found"]
-    for i in range(2):
-        assert out["class"][i] == classes[probs[i].argmax()]
-        got = [out["probabilities"][i][c] for c in classes]
-        np.testing.assert_allclose(got, probs[i], atol=1e-6)
+    assert list(out["status"]) == ["ok", "error", "error", "error"]
+    assert list(out["reason"][1:]) == ["not_base64", PATH_REFUSED, PATH_REFUSED]
+    assert out["detail"][2] == out["detail"][3]  # an existing and a missing file get the same answer
+    assert out["class"][0] == classes[probs[0].argmax()]
+    np.testing.assert_allclose([out["probabilities"][0][c] for c in classes], probs[0], atol=1e-6)
 
 
-def test_ensemble_registers_every_member_and_cli_names_the_version(store, registered, expected, capsys):
+def test_paths_are_read_only_under_the_operators_root(registered, expected, tmp_path, monkeypatch):
+    import mlflow
+
+    paths, probs, classes = expected
+    root = tmp_path / "served"
+    (root / "in").mkdir(parents=True)
+    shutil.copy(paths[1], root / "in" / "shoe.png")
+    outside = tmp_path / "secret.png"
+    shutil.copy(paths[1], outside)
+    (root / "link.png").symlink_to(outside)
+    monkeypatch.setenv(SERVE_ROOT_ENV, str(root))
+    loaded = mlflow.pyfunc.load_model(registered_uri(registered))
+    asked = ["in/shoe.png", str(root / "in" / "shoe.png"), "in/missing.png",
+             "../secret.png", str(outside), "link.png", "in/../../secret.png", "../nothing-here.png", "/etc/passwd"]
+    out = loaded.predict(pd.DataFrame({"path": asked}))
+    assert list(out["status"]) == ["ok", "ok"] + ["error"] * 7
+    assert out["class"][0] == out["class"][1] == classes[probs[1].argmax()]
+    assert out["reason"][2] == "not_found"  # inside the root the operator chose, existence may show
+    refused = out[3:]
+    assert set(refused["reason"]) == {PATH_REFUSED} and refused["detail"].nunique() == 1
+
+
+def test_ensemble_registers_the_evaluated_members_and_vote(store, registered, expected, capsys):
     import mlflow
 
     assert cli.main(["register", "--model", "ensemble", "--name", "imgclass-test"]) == 0
-    assert "models:/imgclass-test/2 (members: copy, m)" in capsys.readouterr().out
+    vote = files.read_json(store / "metrics" / "ensemble.json")["chosen_vote"]
+    assert f"models:/imgclass-test/2 (members: m, copy; vote: {vote})" in capsys.readouterr().out  # not old
     paths, probs, classes = expected
-    out = mlflow.pyfunc.load_model("models:/imgclass-test/2").predict(pd.DataFrame({"path": [str(paths[2])]}))
+    image = base64.b64encode(paths[2].read_bytes()).decode()
+    out = mlflow.pyfunc.load_model("models:/imgclass-test/2").predict(pd.DataFrame({"image": [image]}))
     assert out["class"][0] == classes[probs[2].argmax()]  # two identical members vote as one
     assert cli.main(["register", "--model", "nope"]) == 1
     assert "no trained model" in capsys.readouterr().err
+
+
+LOAD_WITHOUT_IMGCLASS = """
+import importlib.util, json, sys
+from pathlib import Path
+sys.path[:] = [p for p in sys.path if not (Path(p or ".") / "imgclass").is_dir()]  # the editable install
+class Block:  # training-only libraries must not be needed either
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("kornia", "imgclass_blocked"):
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Block())
+assert importlib.util.find_spec("imgclass") is None, "imgclass is still importable"
+import mlflow, pandas as pd
+out = mlflow.pyfunc.load_model(sys.argv[1]).predict(pd.DataFrame({"image": [sys.argv[2]]}))
+import imgclass
+print(json.dumps({"imgclass": imgclass.__file__, "class": out["class"][0],
+                  "kornia": any(m.split(".")[0] == "kornia" for m in sys.modules)}))
+"""
+
+
+def test_registered_model_loads_where_imgclass_is_not_installed(registered, expected, store):
+    paths, probs, classes = expected
+    image = base64.b64encode(paths[0].read_bytes()).decode()
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_IMGCLASS, registered_uri(registered), image],
+                          capture_output=True, text=True, timeout=300, cwd=store)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["class"] == classes[probs[0].argmax()] and not result["kornia"]
+    assert "/code/imgclass/" in result["imgclass"]  # the copy logged with the model
+
+
+def test_serving_requirements_are_what_the_served_code_imports():
+    imports = serving_imports()
+    assert {"torch", "torchvision", "numpy", "PIL", "pandas", "mlflow", "sklearn", "pydantic", "yaml"} <= imports
+    assert not {"kornia", "dvclive", "rich", "timm"} & imports  # training, tracking, the CLI; timm only per arch
+    pins = serving_requirements(["cnn_simple"])
+    names = {pin.split("==")[0].lower().replace("_", "-") for pin in pins}
+    assert {"torch", "pillow", "scikit-learn", "pyyaml", "mlflow"} <= names and "kornia" not in names
+    assert "timm" not in names and "timm" in {p.split("==")[0] for p in serving_requirements(["efficientnet_lite0"])}
+    assert all("+" not in pin for pin in pins)  # local versions (torch's +cu130) are not on PyPI
 
 
 def free_port() -> int:

@@ -61,9 +61,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from imgclass.devices import resolve_device
 
     try:
-        checkpoints = predict.resolve_checkpoints(args.model, args.models_dir)
-        rows = predict.predict_paths(args.paths, checkpoints, args.top_k, args.batch_size,
-                                     resolve_device(args.device))
+        choice = predict.resolve_checkpoints(args.model, args.models_dir, args.params, args.ensemble_metrics)
+        found = predict.expand_paths(args.paths)
+        rows = predict.predict_files(found.files, choice, args.top_k, args.batch_size, resolve_device(args.device))
         if args.out:
             predict.write_rows(args.out, rows)
     except (FileNotFoundError, RuntimeError, predict.PredictError) as exc:
@@ -73,6 +73,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{args.out}: {predict.summary(rows)}")
     else:
         predict.print_table(rows, f"{args.model}: {predict.summary(rows)}")
+    if found.skipped:
+        print(predict.skipped_line(found.skipped))
     return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
@@ -93,12 +95,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     from imgclass.predict import PredictError
 
     try:
-        version = registry.register(args.model, args.name, args.models_dir, args.metrics_dir)
+        version = registry.register(args.model, args.name, args.models_dir, args.preds_dir, args.params,
+                                    args.ensemble_metrics)
     except (FileNotFoundError, PredictError) as exc:
         print(f"imgclass register: {exc}", file=sys.stderr)
         return 1
     uri = registry.registered_uri(version)
-    print(f"registered {uri} (members: {version.tags['members']})")
+    print(f"registered {uri} (members: {version.tags['members']}; vote: {version.tags['vote']})")
     print(f"serve it: mlflow models serve -m {uri} --env-manager local -h 127.0.0.1 -p 5001")
     return 0
 
@@ -148,10 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check_params)
 
     p = sub.add_parser("predict", help="classify image files and folders with a trained model or the ensemble")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="image files and folders (searched recursively; files that are not images are skipped)")
     p.add_argument("--model", default="ensemble",
-                   help="a model under --models-dir, or `ensemble` = soft vote of all of them (default)")
+                   help="a model under --models-dir, or `ensemble` (default): params.yaml's ensemble members with "
+                        "the vote the ensemble stage chose on validation")
     p.add_argument("--models-dir", default="models")
+    p.add_argument("--params", default="params.yaml", help="where the ensemble's members are named")
+    p.add_argument("--ensemble-metrics", default="metrics/ensemble.json", help="the ensemble stage's chosen vote")
     p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
     p.add_argument("--out", help="write all rows to this .csv or .json instead of printing a table")
     p.add_argument("--batch-size", type=int, default=64)
@@ -167,10 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("register", help="register a model (or the ensemble) in MLflow as a servable pyfunc")
     p.add_argument("--model", default="best",
-                   help="`best` (highest test accuracy in --metrics-dir, default), `ensemble`, or a model name")
+                   help="`best` (params.yaml's model with the highest validation accuracy, default), `ensemble` "
+                        "(the evaluated ensemble and its chosen vote), or a model name")
     p.add_argument("--name", default="imgclass", help="registered model name (default imgclass)")
     p.add_argument("--models-dir", default="models")
-    p.add_argument("--metrics-dir", default="metrics/eval")
+    p.add_argument("--preds-dir", default="data/preds", help="the evaluate stage's saved validation predictions")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--ensemble-metrics", default="metrics/ensemble.json")
     p.set_defaults(func=cmd_register)
     return parser
 

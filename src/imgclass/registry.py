@@ -1,19 +1,30 @@
 """Trained models in MLflow's model registry, as pyfunc models that take images.
 
 Input: a DataFrame with a column `image` (base64-encoded bytes of an image file, any format the
-validator accepts) or `path` (a file readable where the model runs), one image per row.
+validator accepts), one image per row. A column `path` is refused unless the operator names a
+folder in IMGCLASS_SERVE_ROOT where the model is served; then paths (relative to it, or absolute)
+are read only when they resolve, symlinks and `..` followed, to a file under it. A refused path gets
+the same answer whether or not the file exists.
 Output: one row per input row: status (ok|error), reason and detail (why not), class, probability
 and probabilities ({class: p}, most probable first).
-Every member checkpoint is an artifact of the model; several members (the ensemble) are averaged,
-as `imgclass predict --model ensemble` does.
+
+Every member checkpoint is an artifact of the model, with the vote the ensemble stage chose on the
+validation split (`ensemble.json`), so the served ensemble is the evaluated one. The imgclass source
+travels with the model (code_paths) and the pip requirements are what that code imports, so the
+model loads where imgclass is not installed.
 """
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import io
-from importlib.metadata import version
+import json
+import os
+import sys
+import tempfile
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import Sequence
 
@@ -22,40 +33,62 @@ import pandas as pd
 from PIL import Image
 
 import imgclass
-from imgclass import files, tracking
-from imgclass.predict import (ENSEMBLE, PredictError, classes_of, decode, error_row, load_members,
-                              predict_images, resolve_checkpoints, top_k)
+from imgclass import files, models, tracking
+from imgclass.ensemble import EnsembleSpec
+from imgclass.evaluate import SavedPredictions
+from imgclass.predict import (ENSEMBLE, ENSEMBLE_METRICS, ModelChoice, PredictError, check_evaluated, classes_of,
+                              decode, error_row, load_members, predict_images, resolve_checkpoints,
+                              top_k)
 
 REGISTERED_NAME = "imgclass"
 BEST = "best"
 IMAGE_COLUMN, PATH_COLUMN = "image", "path"
 MEMBER_PREFIX = "member_"
+SPEC_ARTIFACT = "ensemble_spec"
 OUTPUT_COLUMNS = ["status", "reason", "detail", "class", "probability", "probabilities"]
-# What `import imgclass.predict` needs where the model is served; pinned to this environment.
-# Listing them explicitly skips MLflow's slow requirement inference (it would load the model).
-SERVING_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "pillow", "pillow-heif", "imagehash",
-                    "pydantic", "pyyaml", "scikit-learn", "tqdm")
+SERVE_ROOT_ENV = "IMGCLASS_SERVE_ROOT"
+PATH_REFUSED = "path_not_allowed"
+# The module the served model imports; its import closure inside imgclass decides the requirements.
+SERVING_MODULE = "imgclass.registry"
+# Packages a model family imports only when such a network is built (models.ARCHITECTURES' families).
+FAMILY_PACKAGES = {"timm": "timm"}
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """Images in, class and probabilities out, through each member's saved preprocessing."""
+    """Images in, class and probabilities out, through each member's saved preprocessing and the
+    ensemble's chosen vote."""
 
     def load_context(self, context) -> None:
-        members = sorted(k for k in context.artifacts if k.startswith(MEMBER_PREFIX))
-        self.members = load_members([context.artifacts[k] for k in members])
+        self.spec = load_spec(context.artifacts)
+        self.members = load_members([context.artifacts[f"{MEMBER_PREFIX}{m}"] for m in self.spec.members])
         self.classes = classes_of(self.members)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        decoded = [decode_cell(row) for row in frame.to_dict(orient="records")]
+        root = serve_root()
+        decoded = [decode_cell(row, root) for row in frame.to_dict(orient="records")]
         images = [d for d in decoded if not isinstance(d, dict)]
-        probs = iter(predict_images(self.members, images))
-        rows = [error_output(d) if isinstance(d, dict) else ok_output(next(probs), self.classes) for d in decoded]
+        voted = iter(zip(*predict_images(self.members, images, spec=self.spec)))
+        rows = [error_output(d) if isinstance(d, dict) else ok_output(*next(voted), self.classes) for d in decoded]
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS, dtype=object)  # object: errors stay None, not NaN
 
 
-def decode_cell(row: dict):
-    """The image of one input row (base64 `image` first, else `path`), or an error row."""
+def load_spec(artifacts: dict) -> EnsembleSpec:
+    """The vote saved with the model; models registered before it was saved soft-vote their members."""
+    if SPEC_ARTIFACT in artifacts:
+        return EnsembleSpec.from_dict(json.loads(Path(artifacts[SPEC_ARTIFACT]).read_text()))
+    names = sorted(k[len(MEMBER_PREFIX):] for k in artifacts if k.startswith(MEMBER_PREFIX))
+    return EnsembleSpec(names, "soft_vote", names[0], [1.0] * len(names))
+
+
+def serve_root() -> Path | None:
+    """The folder the operator allows paths under (IMGCLASS_SERVE_ROOT), resolved; None: bytes only."""
+    value = os.environ.get(SERVE_ROOT_ENV, "").strip()
+    return Path(value).resolve() if value else None
+
+
+def decode_cell(row: dict, root: Path | None = None):
+    """The image of one input row (base64 `image` first, else `path` under root), or an error row."""
     data = row.get(IMAGE_COLUMN)
     if isinstance(data, str) and data:
         try:
@@ -66,8 +99,22 @@ def decode_cell(row: dict):
         return decode(io.BytesIO(data), label="")
     path = row.get(PATH_COLUMN)
     if isinstance(path, str) and path:
-        return decode(Path(path))
-    return error_row("", "no_image", f"each row needs a column {IMAGE_COLUMN!r} (base64) or {PATH_COLUMN!r}")
+        return decode_path(path, root)
+    return error_row("", "no_image", f"each row needs a column {IMAGE_COLUMN!r} with base64-encoded image bytes")
+
+
+def decode_path(path: str, root: Path | None):
+    """A client's path, read only under root; the refusal never depends on whether the file exists."""
+    if root is None:
+        return error_row("", PATH_REFUSED, f"this model takes image bytes (column {IMAGE_COLUMN!r}); paths are "
+                                           f"read only under a folder the operator sets in {SERVE_ROOT_ENV}")
+    try:
+        target = (root / path).resolve()  # an absolute path replaces root; then symlinks and .. are followed
+    except (OSError, ValueError):  # a NUL byte, a symlink loop
+        target = None
+    if target is None or not target.is_relative_to(root):
+        return error_row("", PATH_REFUSED, f"paths must name a file under the serving root ({SERVE_ROOT_ENV})")
+    return decode(target, label="")
 
 
 def error_output(error: dict) -> dict:
@@ -75,36 +122,119 @@ def error_output(error: dict) -> dict:
             "probability": None, "probabilities": None}
 
 
-def ok_output(probs, classes: Sequence[str]) -> dict:
-    ranked = top_k(probs, classes, len(classes))
+def ok_output(scores, predicted, classes: Sequence[str]) -> dict:
+    ranked = top_k(scores, classes, len(classes), first=int(predicted))
     return {"status": "ok", "reason": "", "detail": "", "class": ranked[0]["class"],
             "probability": ranked[0]["probability"], "probabilities": {r["class"]: r["probability"] for r in ranked}}
 
 
 # --- which models -------------------------------------------------------------------------------
 
-def best_model(metrics_dir: Path | str = "metrics/eval") -> str:
-    """The model with the highest test accuracy in metrics_dir/NAME.json (written by evaluate)."""
-    scores = {p.stem: files.read_json(p).get("accuracy") for p in sorted(Path(metrics_dir).glob("*.json"))}
-    scores = {name: acc for name, acc in scores.items() if isinstance(acc, (int, float))}
+def best_model(candidates: Sequence[str], preds_dir: Path | str = "data/preds") -> str:
+    """The candidate with the highest *validation* accuracy in preds_dir/NAME.npz (saved by evaluate);
+    the first in params order on a tie. The test split chooses nothing."""
+    scores = {}
+    for name in candidates:
+        try:
+            scores[name] = SavedPredictions.load(Path(preds_dir) / f"{name}.npz").val_accuracy
+        except FileNotFoundError:
+            continue
+        except ValueError as exc:
+            raise PredictError(str(exc)) from None
     if not scores:
-        raise PredictError(f"{metrics_dir}: no evaluated model (*.json with accuracy); run `dvc repro` first "
+        raise PredictError(f"{preds_dir}: no evaluated model among {', '.join(candidates)}; run `dvc repro` first "
                            "or pass --model NAME")
     return max(scores, key=scores.get)
 
 
-def member_checkpoints(model: str, models_dir: Path | str = "models",
-                       metrics_dir: Path | str = "metrics/eval") -> dict[str, Path]:
-    """{name: checkpoint} for `best`, `ensemble` (every trained model) or one NAME."""
-    if model == BEST:
-        model = best_model(metrics_dir)
-    return {path.parent.name: path for path in resolve_checkpoints(model, models_dir)}
+def choose_models(model: str, models_dir: Path | str = "models", preds_dir: Path | str = "data/preds",
+                  params_path: Path | str = "params.yaml", ensemble_metrics: Path | str = ENSEMBLE_METRICS) -> ModelChoice:
+    """`best` (params' model with the best validation accuracy, checked to be the evaluated checkpoint),
+    `ensemble` (the evaluated ensemble) or one NAME."""
+    if model != BEST:
+        return resolve_checkpoints(model, models_dir, params_path, ensemble_metrics)
+    name = best_model(params_models(params_path), preds_dir)
+    choice = resolve_checkpoints(name, models_dir)
+    evaluated = SavedPredictions.load(Path(preds_dir) / f"{name}.npz").checkpoint_sha256
+    check_evaluated(choice.checkpoints, {name: evaluated}, "the evaluate stage")
+    return choice
+
+
+def params_models(params_path: Path | str) -> list[str]:
+    """Every model of params.yaml: `best` may be any of them, not only an ensemble member."""
+    from imgclass.params import ParamsError, load_params
+
+    try:
+        return list(load_params(params_path).models)
+    except ParamsError as exc:
+        raise PredictError(f"{exc} (`best` picks among params.yaml's models)") from None
 
 
 # --- registering --------------------------------------------------------------------------------
 
-def serving_requirements() -> list[str]:
-    return [f"{package}=={version(package).split('+')[0]}" for package in SERVING_PACKAGES]
+def serving_imports(module: str = SERVING_MODULE) -> set[str]:
+    """Top-level third-party modules the served code imports when it loads: the module and everything
+    it imports from imgclass, statements outside function bodies only (those run on import)."""
+    package_dir = Path(imgclass.__file__).parent
+    seen, todo, outside = set(), [module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for imported in _import_time_imports(_module_file(package_dir, name)):
+            if imported.split(".")[0] == "imgclass":
+                todo += [m for m in (imported,) if m != "imgclass" and _module_file(package_dir, m).exists()]
+            elif imported.split(".")[0] not in sys.stdlib_module_names:
+                outside.add(imported.split(".")[0])
+    return outside
+
+
+def _module_file(package_dir: Path, module: str) -> Path:
+    relative = Path(*module.split(".")[1:])
+    package = package_dir / relative / "__init__.py"
+    return package if package.exists() else package_dir / relative.with_suffix(".py")
+
+
+def _import_time_imports(path: Path) -> list[str]:
+    """Modules named by the import statements of a file that are not inside a function."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.Import):
+                found.extend(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                found.append(child.module)
+                if child.module == "imgclass":  # `from imgclass import files`: submodules
+                    found.extend(f"imgclass.{a.name}" for a in child.names)
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def serving_requirements(archs: Sequence[str] = ()) -> list[str]:
+    """pip pins of what the served code imports, plus what the members' architectures build with,
+    at this environment's versions."""
+    modules = serving_imports() | {FAMILY_PACKAGES[models.ARCHITECTURES[a]] for a in archs
+                                   if models.ARCHITECTURES.get(a) in FAMILY_PACKAGES}
+    distributions = packages_distributions()
+    missing = sorted(m for m in modules if m not in distributions)
+    if missing:
+        raise PredictError(f"serving imports {', '.join(missing)}, which is not installed here")
+    pins = {_distribution(m, distributions[m]) for m in modules}
+    return sorted(f"{d}=={version(d).split('+')[0]}" for d in pins)  # a local version (+cu130) is not on PyPI
+
+
+def _distribution(module: str, candidates: list[str]) -> str:
+    """The distribution that provides `module`: the one named like it when several share it
+    (mlflow, mlflow-skinny and mlflow-tracing all provide `mlflow`), else the first."""
+    def norm(name: str) -> str:
+        return name.lower().replace("-", "_")
+    return next((d for d in candidates if norm(d) == norm(module)), sorted(candidates)[0])
 
 
 def signature() -> mlflow.models.ModelSignature:
@@ -122,28 +252,34 @@ def input_example() -> pd.DataFrame:
 
 
 def register(model: str = BEST, name: str = REGISTERED_NAME, models_dir: Path | str = "models",
-             metrics_dir: Path | str = "metrics/eval"):
-    """Log the chosen model(s) as one pyfunc model, register it as a new version of `name`; return
-    the ModelVersion."""
-    checkpoints = member_checkpoints(model, models_dir, metrics_dir)
-    members = load_members(list(checkpoints.values()))  # fails early: missing model, classes disagree
+             preds_dir: Path | str = "data/preds", params_path: Path | str = "params.yaml",
+             ensemble_metrics: Path | str = ENSEMBLE_METRICS):
+    """Log the chosen model(s) as one pyfunc model with their vote, register it as a new version of
+    `name`; return the ModelVersion."""
+    choice = choose_models(model, models_dir, preds_dir, params_path, ensemble_metrics)
+    members = load_members(list(choice.checkpoints.values()))  # fails early: missing model, classes disagree
     tracking.use_experiment()
-    source = ENSEMBLE if len(checkpoints) > 1 or model == ENSEMBLE else next(iter(checkpoints))
-    with mlflow.start_run(run_name=f"register {name}", tags={"model": source, "purpose": "register"}):
+    source = ENSEMBLE if model == ENSEMBLE else next(iter(choice.checkpoints))
+    with tempfile.TemporaryDirectory() as tmp, \
+            mlflow.start_run(run_name=f"register {name}", tags={"model": source, "purpose": "register"}):
+        spec_file = Path(tmp) / "ensemble.json"
+        files.write_json(spec_file, choice.spec.to_dict())
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ImageClassifier(),
-            artifacts={f"{MEMBER_PREFIX}{n}": str(path) for n, path in checkpoints.items()},
+            artifacts={**{f"{MEMBER_PREFIX}{n}": str(path) for n, path in choice.checkpoints.items()},
+                       SPEC_ARTIFACT: str(spec_file)},
             code_paths=[str(Path(imgclass.__file__).parent)],  # serving imports imgclass from the model
-            pip_requirements=serving_requirements(), signature=signature(), input_example=input_example(),
-            metadata={"classes": classes_of(members), "members": list(checkpoints),
-                      "training_runs": [m.meta.get("mlflow_run_id") for m in members]},
+            pip_requirements=serving_requirements([m.meta["arch"] for m in members]), signature=signature(),
+            input_example=input_example(),
+            metadata={"classes": classes_of(members), "members": list(choice.checkpoints),
+                      "vote": choice.spec.vote, "training_runs": [m.meta.get("mlflow_run_id") for m in members]},
             registered_model_name=name,
         )
     client, number = mlflow.MlflowClient(), str(info.registered_model_version)
-    client.set_model_version_tag(name, number, "members", ", ".join(checkpoints))
+    client.set_model_version_tag(name, number, "members", ", ".join(choice.checkpoints))
+    client.set_model_version_tag(name, number, "vote", choice.spec.vote)
     return client.get_model_version(name, number)
 
 
 def registered_uri(version) -> str:
     return f"models:/{version.name}/{version.version}"
-
