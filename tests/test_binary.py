@@ -174,3 +174,18 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
     assert list(out["status"]) == ["ok"] * len(rows)
     assert list(out["class"]) == [PAIR[i] for i in voted]
     assert all(set(p) == set(PAIR) for p in out["probabilities"])
+
+
+def test_benchmark_and_lr_find_run_with_two_classes(project, tmp_path):
+    from imgclass import benchmark
+    from imgclass.params import load_params
+
+    params = load_params(project / "params.yaml")
+    images, labels = load_split(project / "data" / "split", "train", PAIR)
+    row = benchmark.measure("cnn_simple", benchmark.Preprocessing(28, 28), images, labels, 2, 8,
+                            torch.device("cpu"), n_images=16, warmup=0, repeats=1)
+    assert row["train_images_per_s"] > 0 and row["infer_images_per_s"] > 0
+    assert cli.main(["lr-find", "a", "--params", str(project / "params.yaml"), "--steps", "12",
+                     "--split-dir", str(project / "data" / "split"), "--out", str(tmp_path / "lr.png")]) == 0
+    assert files.read_json(tmp_path / "lr.json")["suggestion"] > 0
+    assert params.classes == PAIR
