@@ -111,6 +111,7 @@ def test_training_runs_of_one_pipeline_run_nest_under_a_parent_that_holds_the_en
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_accuracy.soft_vote"] == 0.875 and parent.data.metrics["test_accuracy.oracle"] == 0.95
     assert parent.data.metrics["accuracy"] == 0.875
+    assert parent.data.metrics["test_accuracy"] == 0.875  # the chosen vote, in the models' column
     assert parent.data.tags["ensemble.chosen_vote"] == "soft_vote"
     assert parent.data.params == {"models.b.lr": "0.3"}  # only what differs from the committed params.yaml
     assert [f.path for f in c.list_artifacts(parent_id, "ensemble")] == ["ensemble/comparison.png"]

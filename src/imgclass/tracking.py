@@ -215,6 +215,17 @@ def numeric_leaves(metrics: dict) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def headline_metrics(metrics: dict) -> dict[str, float]:
+    """The ensemble's test accuracy as `test_accuracy`, the name the evaluate stage gives each model's:
+    one column of the runs table then compares the pipeline run with its models."""
+    table = metrics.get("test_accuracy")
+    if isinstance(table, dict) and metrics.get("chosen_vote") in table:
+        return {"test_accuracy": float(table[metrics["chosen_vote"]])}
+    if isinstance(metrics.get("accuracy"), (int, float)):
+        return {"test_accuracy": float(metrics["accuracy"])}
+    return {}
+
+
 def committed_params(params_file: Path = Path("params.yaml")) -> dict | None:
     """params.yaml as committed at the pipeline's commit; None when git cannot say."""
     import yaml
@@ -238,7 +249,7 @@ def changed_params(current: dict, committed: dict | None) -> dict[str, str]:
 
 def log_pipeline_result(metrics: dict, artifacts: list[Path], params: dict | None = None) -> str:
     """The ensemble's result on this pipeline run's parent: every number of `metrics` (flattened),
-    its strings as tags, the artifacts under `ensemble/`, and the params that differ from the
+    the chosen vote's test accuracy as `test_accuracy`, its strings as tags, the artifacts under `ensemble/`, and the params that differ from the
     committed params.yaml (`params` defaults to ./params.yaml). Returns the parent's run id."""
     import mlflow
     import yaml
@@ -256,7 +267,8 @@ def log_pipeline_result(metrics: dict, artifacts: list[Path], params: dict | Non
 
     def log() -> None:
         now = int(time.time() * 1000)
-        client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in numeric_leaves(metrics).items()],
+        values = {**numeric_leaves(metrics), **headline_metrics(metrics)}
+        client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in values.items()],
                          params=[Param(k, v[:6000]) for k, v in changed.items()],
                          tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
         for path in artifacts:
@@ -299,8 +311,15 @@ def split_dataset(split_dir: Path, name: str | None = None):
     with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are the local path
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(Path(split_dir).resolve()))
-    return _split_dataset_class()(df=counts, source=source, name=name or Path(split_dir).as_posix(),
+    return _split_dataset_class()(df=counts, source=source, name=name or repo_relative(split_dir),
                                   digest=split_digest(split_dir))
+
+
+def repo_relative(path: Path) -> str:
+    """`data/split` also when given as an absolute path or from an experiment's temp copy."""
+    resolved = Path(path).resolve()
+    return resolved.relative_to(Path.cwd().resolve()).as_posix() if resolved.is_relative_to(Path.cwd().resolve()) \
+        else Path(path).as_posix()
 
 
 @functools.cache

@@ -1,0 +1,231 @@
+"""`make ui` in a browser: the runs page lists each pipeline run with its ensemble accuracy.
+
+The store is built by the real tracking code (two training runs, their test accuracy as the evaluate
+stage attaches it, the ensemble's result on the pipeline run); the UI is `make ui` on a free port; the
+page is driven like a user would, in headless Chromium over the DevTools protocol (on a pipe: no
+extra package, no port). The screenshot lands in the test's tmp dir and in /tmp/mlflow_ui.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import REPO, require
+from imgclass import tracking
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT_COPY = Path("/tmp/mlflow_ui.png")
+ENSEMBLE = {"accuracy": 0.875, "chosen_vote": "soft_vote",
+            "test_accuracy": {"cnn_a": 0.8125, "cnn_b": 0.75, "hard_vote": 0.8125, "soft_vote": 0.875,
+                              "weighted_vote": 0.875, "oracle": 0.9375}}
+
+pytestmark = pytest.mark.slow
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol through --remote-debugging-pipe
+    (commands on fd 3, replies on fd 4, NUL-separated JSON)."""
+
+    def __init__(self, profile: Path, width: int, height: int):
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+
+        def pipes_on_fd_3_and_4() -> None:
+            # dup first: dup2 onto the same number would keep close-on-exec.
+            a, b = os.dup(to_browser_r), os.dup(from_browser_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        self.proc = subprocess.Popen(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"],
+            preexec_fn=pipes_on_fd_3_and_4, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer, self._last_id, self._session = b"", 0, None
+        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self._session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+
+    def call(self, method: str, **params) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if self._session:
+            message["sessionId"] = self._session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from_browser, 1 << 20)
+                assert chunk, "chromium closed the DevTools pipe"
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._last_id:  # events and other replies are not ours
+                assert "error" not in reply, reply["error"]
+                return reply["result"]
+
+    def js(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60.0):
+        """Poll a JS expression until it is truthy: the UI renders after its API calls return."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {expression}\npage text:\n{self.js('document.body.innerText')}")
+
+    def click(self, selector: str, text: str | None = None) -> None:
+        """A real mouse click at the centre of the first visible match (with `text`, exactly that text)."""
+        centre = self.wait_for(f"""(() => {{
+            const el = [...document.querySelectorAll({json.dumps(selector)})].find(e =>
+                e.getBoundingClientRect().width > 0 && ({json.dumps(text)} === null || e.innerText.trim() === {json.dumps(text)}));
+            if (!el) return null;
+            el.scrollIntoView({{block: 'center', inline: 'center'}});
+            const r = el.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2];
+        }})()""", timeout=20)
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=centre[0], y=centre[1], button="left", clickCount=1)
+
+    def press_escape(self) -> None:
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape", windowsVirtualKeyCode=27)
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_store(project: Path) -> tuple[str, str]:
+    """A committed project, two training runs with their test accuracy, the ensemble on their
+    pipeline run. Returns (experiment id, pipeline run name)."""
+    (project / ".dvc").mkdir()
+    (project / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "models": {"cnn_a": {"lr": 0.01},
+                                                                              "cnn_b": {"lr": 0.02}}}))
+    for cmd in (["init", "-q"], ["add", "params.yaml"], ["commit", "-qm", "baseline"]):
+        subprocess.run(["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", *cmd], cwd=project, check=True)
+    split = project / "data" / "split"
+    split.mkdir(parents=True)
+    for name, n in (("train", 12), ("val", 4), ("test", 4)):
+        rows = [f"{c}/{i}.png,{c},{c}{i},{c}{i}" for c in ("bag", "dress") for i in range(n)]
+        (split / f"{name}.csv").write_text("\n".join(["path,label,sha256,group", *rows]) + "\n")
+    for model in ("cnn_a", "cnn_b"):
+        tracker = tracking.Tracker(model, {"lr": 0.01}, project / "dvclive" / model, split_dir=split)
+        for epoch in range(3):
+            tracker.log_epoch(epoch, {"train_loss": 1 / (epoch + 1), "val_accuracy": 0.5 + epoch / 10})
+        tracker.close()
+        tracking.log_to_run(tracker.run.info.run_id, {"test_accuracy": ENSEMBLE["test_accuracy"][model]}, [])
+    plot = project / "comparison.png"
+    Image.new("RGB", (64, 32), "white").save(plot)
+    parent_id = tracking.log_pipeline_result(ENSEMBLE, [plot])
+    import mlflow
+
+    parent = mlflow.MlflowClient().get_run(parent_id)
+    return parent.info.experiment_id, parent.info.run_name
+
+
+@pytest.fixture
+def ui(tmp_path, monkeypatch):
+    """(base URL, experiment id, pipeline run name): `make ui` serving a fresh store on a free port."""
+    require(CHROMIUM.exists(), "/usr/bin/chromium (Debian's chromium)")
+    require(shutil.which("make") is not None, "make")
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+    experiment_id, run_name = build_store(project)
+    port = free_port()
+    # -o setup: the venv is there already; the recipe itself is what `make ui` runs.
+    server = subprocess.Popen(["make", "-s", "-C", str(REPO), "-o", "setup", "ui", f"UI_PORT={port}",
+                               f"UI_STORE={tracking.tracking_uri()}"], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "ui.log").open("w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, server, tmp_path / "ui.log")
+        yield url, experiment_id, run_name
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"make ui exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"make ui did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def row_cells_js(run_name: str) -> str:
+    """JS for {column id: text} of the runs-table row of `run_name` (ag-grid splits a row into pinned
+    and scrolling parts that share a row-index); {} while the row is not drawn."""
+    return f"""(() => {{
+        const link = [...document.querySelectorAll('.ag-row a')].find(a => a.innerText.trim() === {json.dumps(run_name)});
+        if (!link) return {{}};
+        const index = link.closest('.ag-row').getAttribute('row-index');
+        const cells = document.querySelectorAll(`.ag-row[row-index="${{index}}"] .ag-cell`);
+        return Object.fromEntries([...cells].map(c => [c.getAttribute('col-id'), c.innerText.trim()]));
+    }})()"""
+
+
+def metric_cell(cells: dict[str, str], metric: str) -> list[str]:
+    return [text for column, text in cells.items() if column and column.startswith("metrics.") and metric in column]
+
+
+def test_runs_page_lists_the_pipeline_run_with_its_ensemble_accuracy(ui, tmp_path):
+    url, experiment_id, run_name = ui
+    browser = Chromium(tmp_path / "chromium-profile", 1800, 900)
+    try:
+        browser.call("Page.navigate", url=f"{url}/#/experiments/{experiment_id}/runs")
+        browser.wait_for(f"document.querySelector('.ag-row') && document.body.innerText.includes({json.dumps(run_name)})")
+        assert "Training runs" in browser.js("document.body.innerText")  # the experiment opens as model training
+        # As a user would: close the assistant panel, add the metric column, unfold the pipeline run.
+        browser.click("button[aria-label='Close']")
+        browser.click("button", "Columns")
+        browser.click("[role=dialog] span", "test_accuracy")
+        browser.press_escape()
+        browser.click(".ag-row [col-id='attributes.`Run Name`'] button")
+        browser.wait_for(f"Object.values({row_cells_js('cnn_b')}).includes('0.75')")
+        parent = browser.wait_for(f"(r => Object.values(r).includes('0.875') && r)({row_cells_js(run_name)})")
+        members = {name: browser.js(row_cells_js(name)) for name in ("cnn_a", "cnn_b")}
+        shot = tmp_path / "mlflow_ui.png"
+        browser.screenshot(shot)
+        shutil.copy(shot, SCREENSHOT_COPY)
+    finally:
+        browser.close()
+    assert metric_cell(parent, "test_accuracy") == ["0.875"], parent
+    assert metric_cell(members["cnn_a"], "test_accuracy") == ["0.8125"], members
+    assert members["cnn_a"]["attributes.`Dataset`"].startswith("data/split"), members  # the input dataset
+    assert shot.stat().st_size > 20_000
