@@ -38,7 +38,7 @@ def project(root: Path, split_dir: Path, model: dict, processes: int) -> Path:
         writer.writerows(rows[:keep])
     raw = tiny_params_dict(distributed={"nproc_per_node": processes, "backend": "gloo"})
     raw["device"] = "cpu"
-    raw["models"] = {"m": {**model, "batch_size": GLOBAL_BATCH}}
+    raw["models"] = {"m": {"min_steps": 0, "head_steps": 0, **model, "batch_size": GLOBAL_BATCH}}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     return root
 

@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 import signal
@@ -6,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +17,7 @@ from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
 from imgclass.losses import make_loss
 from imgclass.params import ModelParams, parse_params
-from imgclass.preprocess import Preprocessing
+from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from imgclass.split import load_split
 from imgclass.train import (ArrayDataset, EarlyStopper, Phase, Stepper, make_loader, make_optimizer,
                             make_schedule, param_groups, run_epoch, train)
@@ -110,18 +112,26 @@ def test_frozen_phase_keeps_backbone_and_unfrozen_phase_changes_it(fashion_split
 def test_early_stopper_counts_patience_and_keeps_the_best():
     stopper = EarlyStopper("val_accuracy", patience=2)
     for epoch, acc in enumerate([0.5, 0.7, 0.6, 0.65]):
-        stopper.improved({"val_accuracy": acc}, epoch)
+        stopper.improved({"val_accuracy": acc, "val_loss": 1.0}, epoch)
     assert stopper.best_epoch == 1 and stopper.should_stop()
     loss_stopper = EarlyStopper("val_loss", patience=None)
     for epoch, loss in enumerate([1.0, 0.5, 0.9]):
-        loss_stopper.improved({"val_loss": loss}, epoch)
+        loss_stopper.improved({"val_accuracy": 0.5, "val_loss": loss}, epoch)
     assert loss_stopper.best_epoch == 1 and not loss_stopper.should_stop()
+
+
+def test_equal_validation_accuracy_is_decided_by_validation_loss():
+    """16 validation images: several epochs reach 1.0; the most confident of them is the best."""
+    stopper = EarlyStopper("val_accuracy", patience=None)
+    for epoch, (acc, loss) in enumerate([(0.9, 0.5), (1.0, 0.4), (1.0, 0.1), (1.0, 0.2), (0.95, 0.05)]):
+        stopper.improved({"val_accuracy": acc, "val_loss": loss}, epoch)
+    assert stopper.best_epoch == 2
 
 
 def test_training_restores_the_best_epoch(fashion_split, tmp_path):
     base, split_dir = fashion_split
     # A learning rate far too high makes later epochs worse than the best one.
-    params = with_model(base, epochs=6, lr=0.05, schedule="none", optimizer="sgd",
+    params = with_model(base, epochs=6, lr=0.05, schedule="none", optimizer="sgd", min_steps=0,
                         early_stopping={"metric": "val_accuracy", "patience": 2})
     result = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live", track=False)
     best = result["history"][result["best_epoch"]]
@@ -130,8 +140,8 @@ def test_training_restores_the_best_epoch(fashion_split, tmp_path):
     images, labels = load_split(split_dir, "val", meta["classes"])
     accuracy = (predict_probs(model, prep, images).argmax(axis=1) == labels).mean()
     assert accuracy == pytest.approx(best["val_accuracy"])
-    assert meta["preprocessing"] == {"image_size": 28, "input_size": 28, "mean": list(prep.mean),
-                                     "std": list(prep.std)} or meta["preprocessing"]["image_size"] == 28
+    assert meta["preprocessing"] == {"image_size": 28, "input_size": 28, "mean": IMAGENET_MEAN,
+                                     "std": IMAGENET_STD, "output": "softmax", "temperature": 1.0}
     assert not (tmp_path / "resume" / "last.pt").exists()
 
 
@@ -163,7 +173,7 @@ def kill_after_epochs(params, split_dir: Path, out: Path, epochs: int) -> int:
 
 def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_path, capsys):
     base, split_dir = fashion_split
-    params = with_model(base, epochs=12, schedule="cosine")
+    params = with_model(base, epochs=12, schedule="cosine", min_steps=0)
     done = kill_after_epochs(params, split_dir, tmp_path, 2)
     assert 2 <= done < 12
 
@@ -200,7 +210,7 @@ def test_a_killed_run_does_not_resume_on_changed_data_and_says_why(fashion_split
     base, split_dir = fashion_split
     data = tmp_path / "data"
     shutil.copytree(split_dir, data)
-    params = with_model(base, epochs=8, schedule="cosine")
+    params = with_model(base, epochs=8, schedule="cosine", min_steps=0)
     done = kill_after_epochs(params, data, tmp_path, 2)
     assert 2 <= done < 8
 
@@ -246,7 +256,7 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
 
     base, split_dir = fashion_split
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    params = with_model(base, epochs=2)
+    params = with_model(base, epochs=2, min_steps=0)
     result = train("m", params, split_dir, tmp_path / "model", tmp_path / "resume", tmp_path / "live")
     _, meta, _ = load_trained(tmp_path / "model" / "model.pt")
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(meta["mlflow_run_id"])
@@ -264,7 +274,7 @@ def test_compiled_training_follows_eager_training_and_saves_plain_weights(fashio
     counters.clear()
     runs = {}
     for compiled in (False, True):
-        params = with_model(base, epochs=1, dropout=0.0, compile=compiled, augment={"hflip": True})
+        params = with_model(base, epochs=1, dropout=0.0, compile=compiled, augment={"hflip": True}, min_steps=0)
         out = tmp_path / str(compiled)
         runs[compiled] = train("m", params, split_dir, out / "model", out / "resume", out / "live", track=False)
         assert not (out / "resume" / "last.pt").exists()
@@ -282,10 +292,134 @@ def test_loader_workers_change_speed_not_results(fashion_split, tmp_path):
     base, split_dir = fashion_split
     histories = []
     for workers in (0, 2):
-        params = with_model(base, epochs=2, num_workers=workers, augment={"hflip": True, "random_resized_crop": 0.6})
+        params = with_model(base, epochs=2, num_workers=workers, augment={"hflip": True, "random_resized_crop": 0.6},
+                            min_steps=0)
         out = tmp_path / str(workers)
         histories.append(train("m", params, split_dir, out / "model", out / "resume", out / "live",
                                track=False)["history"])
     for a, b in zip(*histories):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
         assert a["val_accuracy"] == b["val_accuracy"]
+
+
+def one_step(s: Stepper, split_dir, classes, optimizer=None) -> tuple[dict, list[torch.Tensor]]:
+    """One real optimizer step on the first batch of the training split; (metrics, weights before)."""
+    before = [p.detach().clone() for p in s.model.parameters()]
+    opt = optimizer or make_optimizer(param_groups(s.model, s.cfg, Phase("unfrozen", 1)), s.cfg)
+    images, labels = load_split(split_dir, "train", classes)
+    every_class = np.linspace(0, len(labels) - 1, s.cfg.batch_size).astype(int)  # the CSV is sorted by class
+    loader = make_loader(ArrayDataset(images[every_class], labels[every_class]), s.cfg.batch_size, True,
+                         0, 0, torch.device("cpu"))
+    metrics = run_epoch(s, loader, opt, make_schedule(opt, s.cfg, 1, 1))
+    return metrics, before
+
+
+def weight_change(model: torch.nn.Module, before: list[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before))))
+
+
+def test_grad_clip_bounds_the_step(fashion_split):
+    """SGD with lr 1 and no momentum moves the weights by exactly the clipped gradient."""
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=1.0, schedule="none",
+                    grad_clip=1e-3, batch_size=32)
+    metrics, before = one_step(s, split_dir, params.classes)
+    assert math.isfinite(metrics["loss"])
+    assert weight_change(s.model, before) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_grad_scaler_unscales_before_clipping_and_steps(fashion_split):
+    """The AMP path with a GradScaler (CUDA's; the same code runs on the CPU here): the loss is scaled
+    by 1024 for backward, then gradients are unscaled before clipping, so the step is the clipped
+    gradient, not 1/1024 of it."""
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=1.0, schedule="none",
+                    grad_clip=1e-3, batch_size=32, amp=True)
+    s.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    _, before = one_step(s, split_dir, params.classes)
+    assert weight_change(s.model, before) == pytest.approx(1e-3, rel=1e-3)
+    assert s.scaler.get_scale() == 1024.0  # finite gradients: the step was taken, the scale kept
+
+
+def test_amp_runs_the_forward_pass_in_bfloat16_on_the_cpu(fashion_split):
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", amp=True, batch_size=32, lr=0.01)
+    seen = []
+    s.model.head.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    metrics, before = one_step(s, split_dir, params.classes)
+    assert seen == [torch.bfloat16] and math.isfinite(metrics["loss"])
+    assert weight_change(s.model, before) > 0
+
+
+def test_channels_last_reaches_the_network(fashion_split):
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", channels_last=True, batch_size=32, lr=0.01)
+    s.model.to(memory_format=torch.channels_last)
+    layouts = []
+    s.model.features[0].register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    _, before = one_step(s, split_dir, params.classes)
+    assert layouts == [True] and weight_change(s.model, before) > 0
+
+
+def test_cutmix_trains_on_mixed_images_and_soft_targets(fashion_split):
+    from imgclass.augment import batch_mixing
+    from imgclass.params import Augment
+
+    params, split_dir = fashion_split
+    s = stepper_for("cnn_simple", batch_size=32, lr=0.01)
+    s.mixing = batch_mixing(Augment(cutmix=1.0), 4)
+    targets = []
+    loss_fn = s.loss_fn
+    s.loss_fn = lambda logits, y: targets.append(y) or loss_fn(logits, y)
+    torch.manual_seed(0)
+    metrics, before = one_step(s, split_dir, params.classes)
+    (y,) = targets
+    assert y.shape == (32, 4) and y.is_floating_point()
+    assert torch.allclose(y.sum(dim=1), torch.ones(32))
+    assert ((y > 0) & (y < 1)).any()  # some images carry two labels: patches were pasted
+    assert math.isfinite(metrics["loss"]) and weight_change(s.model, before) > 0
+
+
+def lr_curve(schedule: str, steps_per_epoch: int, epochs: int, **cfg) -> list[float]:
+    cfg = ModelParams(arch="cnn_simple", schedule=schedule, lr=0.01, **cfg)
+    opt = make_optimizer(param_groups(models.build_model("cnn_simple", 3), cfg, Phase("unfrozen", epochs)), cfg)
+    sched = make_schedule(opt, cfg, steps_per_epoch, epochs)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(steps_per_epoch * epochs):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    return lrs[:-1]  # the rate each step used
+
+
+def test_one_cycle_peaks_at_the_configured_warmup():
+    lrs = lr_curve("onecycle", 10, 10, warmup_epochs=2)  # 2 of 10 epochs: the peak at step 20 of 100
+    assert int(np.argmax(lrs)) == pytest.approx(20, abs=1)
+    assert max(lrs) == pytest.approx(0.01, rel=1e-3)
+    assert lrs[0] == pytest.approx(0.01 / 25, rel=1e-2) and lrs[-1] < 0.01 / 1000
+    default = lr_curve("onecycle", 10, 10)  # no warm-up given: a quarter of the steps
+    assert int(np.argmax(default)) == pytest.approx(25, abs=1)
+
+
+def test_cosine_warms_up_linearly_and_ends_near_zero():
+    lrs = lr_curve("cosine", 10, 5, warmup_epochs=1)
+    assert lrs[:10] == pytest.approx([0.01 * (i + 1) / 10 for i in range(10)])
+    assert max(lrs) == pytest.approx(0.01)
+    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] < 0.01 * 0.01
+
+
+def test_training_length_follows_the_data(fashion_split, tmp_path):
+    """168 training images in batches of 32 are 6 steps an epoch: min_steps=30 raises 2 epochs to 5."""
+    from imgclass.train import epochs_for, plan_phases
+
+    base, split_dir = fashion_split
+    assert [(p.name, p.epochs) for p in plan_phases(ModelParams(arch="cnn_simple", epochs=2, min_steps=30), 6)] == \
+        [("unfrozen", 5)]
+    cfg = ModelParams(arch="resnet18", weights="imagenet", freeze_epochs=1, epochs=3, head_steps=50, min_steps=0)
+    assert [(p.name, p.epochs) for p in plan_phases(cfg, 6)] == [("frozen", 9), ("unfrozen", 3)]
+    assert epochs_for(8, 30, 110) == 8  # large data: epochs as given
+    result = train("m", with_model(base, epochs=2, min_steps=30), split_dir, tmp_path / "model",
+                   tmp_path / "resume", tmp_path / "live", track=False)
+    assert result["epochs_run"] == math.ceil(30 / math.ceil(len(load_split(split_dir, "train", base.classes)[1]) / 32))

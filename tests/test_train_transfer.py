@@ -24,7 +24,7 @@ def pretrained(tmp_path_factory):
 
 def with_model(params, **cfg):
     raw = params.model_dump(by_alias=True)
-    raw["models"] = {"m": {"arch": "cnn_simple", "batch_size": 32, "lr": 0.01, **cfg}}
+    raw["models"] = {"m": {"arch": "cnn_simple", "batch_size": 32, "lr": 0.01, "min_steps": 0, "head_steps": 0, **cfg}}
     return parse_params(raw)
 
 
@@ -89,11 +89,30 @@ def test_cached_and_uncached_frozen_phases_follow_the_same_trajectory(fashion_sp
 
 
 @pytest.mark.parametrize("augment", [{"hflip": True}, {"mixup": 0.4}])
-def test_augmentation_turns_the_cache_off(fashion_split, tmp_path, pretrained, feature_phases, augment):
+def test_the_head_phase_fits_unaugmented_cached_features_and_augmentation_starts_after(
+        fashion_split, tmp_path, pretrained, feature_phases, augment):
     base, split_dir = fashion_split
-    params = with_model(base, weights=pretrained, freeze_epochs=1, epochs=1, augment=augment)
-    run(params, split_dir, tmp_path / "augmented")
-    assert feature_phases == []
+    params = with_model(base, weights=pretrained, freeze_epochs=1, epochs=1, augment=augment, dropout=0.0)
+    result = run(params, split_dir, tmp_path / "augmented")
+    assert len(feature_phases) == 1
+    (stepper, *_), = feature_phases
+    assert stepper.augment is None and stepper.mixing is None
+    # Without augmentation the unfrozen epoch would fit the training images at least as well as the head did.
+    plain = run(with_model(base, weights=pretrained, freeze_epochs=1, epochs=1, dropout=0.0), split_dir,
+                tmp_path / "plain")
+    assert result["history"][0]["train_loss"] == pytest.approx(plain["history"][0]["train_loss"], rel=1e-5)
+    assert result["history"][1]["train_loss"] != pytest.approx(plain["history"][1]["train_loss"], rel=1e-3)
+
+
+def test_the_head_phase_takes_head_steps_on_cached_features(fashion_split, tmp_path, pretrained, feature_phases):
+    """168 training images in batches of 32: 6 steps an epoch, so head_steps=60 makes 10 head epochs,
+    all on one pass of the backbone (here a random one, so the head learns slowly)."""
+    base, split_dir = fashion_split
+    result = run(with_model(base, weights=pretrained, freeze_epochs=1, epochs=1, head_steps=60), split_dir,
+                 tmp_path / "long")
+    assert [h["phase"] for h in result["history"]] == ["frozen"] * 10 + ["unfrozen"]
+    assert len(feature_phases) == 1
+    assert result["history"][9]["train_loss"] < 0.95 * result["history"][0]["train_loss"]
 
 
 def test_a_run_interrupted_in_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained, monkeypatch):

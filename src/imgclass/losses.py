@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -55,7 +56,9 @@ def mse(weight=None, **_) -> LossFn:
 
 
 def bce(weight=None, **_) -> LossFn:
-    """One-vs-all binary cross-entropy on each class's logit."""
+    """One-vs-all binary cross-entropy on each class's logit (two logits for two classes): each
+    sigmoid(logit) estimates one class's probability, so probabilities are the sigmoids renormalised
+    (output "sigmoid"), not a softmax, which would make them overconfident."""
     def loss(logits, y):
         soft = as_soft(y, logits.shape[1])
         per_sample = F.binary_cross_entropy_with_logits(logits, soft, reduction="none").sum(dim=1)
@@ -64,6 +67,12 @@ def bce(weight=None, **_) -> LossFn:
 
 
 LOSSES = {"cross_entropy": cross_entropy, "focal": focal, "multi_margin": multi_margin, "mse": mse, "bce": bce}
+# How each loss's logits become probabilities (preprocess.logits_to_probabilities): bce trains one
+# sigmoid per class, the others a softmax. multi_margin's scores are margins, not log-probabilities:
+# a temperature fitted on validation data turns them into probabilities (Platt scaling).
+OUTPUT_OF_LOSS = {"cross_entropy": "softmax", "focal": "softmax", "multi_margin": "softmax", "mse": "softmax",
+                  "bce": "sigmoid"}
+NEEDS_TEMPERATURE = {"multi_margin"}
 
 
 def make_loss(name: str, weight: Optional[torch.Tensor] = None, **options) -> LossFn:
@@ -81,3 +90,31 @@ def balanced_class_weights(labels, num_classes: int) -> torch.Tensor:
     weights = np.ones(num_classes, dtype=np.float32)
     weights[present] = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def probability_output(loss: str) -> str:
+    """The `Preprocessing.output` that matches what `loss` trains."""
+    if loss not in OUTPUT_OF_LOSS:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(OUTPUT_OF_LOSS)}")
+    return OUTPUT_OF_LOSS[loss]
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, output: str = "softmax") -> float:
+    """The temperature T that makes probabilities(logits / T) fit `labels` best (lowest cross-entropy),
+    searched on a log grid from 0.05 to 20. Targets are smoothed as Platt's: the true class gets
+    (n + 1) / (n + 2) with n its count, so a perfectly separated validation set does not drive T to 0."""
+    from imgclass.preprocess import logits_to_probabilities
+
+    logits, labels = logits.detach().float(), labels.long()
+    num_classes = logits.shape[1]
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    hit = (counts[labels] + 1) / (counts[labels] + 2)
+    targets = ((1 - hit) / max(num_classes - 1, 1)).unsqueeze(1).repeat(1, num_classes)
+    targets[torch.arange(len(labels)), labels] = hit
+    best, best_loss = 1.0, float("inf")
+    for t in torch.logspace(math.log10(0.05), math.log10(20.0), 121).tolist():
+        probs = logits_to_probabilities(logits, output, t).clamp_min(1e-12)
+        loss = -(targets * probs.log()).sum(dim=1).mean().item()
+        if loss < best_loss:
+            best, best_loss = t, loss
+    return best

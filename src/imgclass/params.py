@@ -118,6 +118,13 @@ class ModelParams(Section):
     weights: str = "none"  # none | imagenet | path to a checkpoint
     input_size: Optional[int] = Field(None, ge=8)  # default: the top-level image_size
     epochs: int = Field(5, ge=1)
+    # Training length follows the data: the unfrozen phase takes at least min_steps optimizer steps,
+    # its epochs raised to ceil(min_steps / steps per epoch) when `epochs` would take fewer (a few
+    # dozen photos make 2-5 steps an epoch). 0 = exactly `epochs`.
+    min_steps: int = Field(100, ge=0)
+    # The head-only phase (freeze_epochs > 0) trains on cached backbone features, which costs
+    # milliseconds a step: it takes at least head_steps steps, so the head converges before unfreezing.
+    head_steps: int = Field(500, ge=0)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
@@ -132,7 +139,7 @@ class ModelParams(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "none"
-    freeze_epochs: int = Field(0, ge=0)
+    freeze_epochs: int = Field(0, ge=0)  # > 0: a head-only phase first (on un-augmented images), then all
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
     dropout: float = Field(0.2, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)

@@ -3,11 +3,18 @@ checkpoints that survive a kill, and tracking.
 
 A run is a list of phases. With pretrained weights and `freeze_epochs`, phase one trains the head
 alone; phase two unfreezes and trains everything with discriminative learning rates (backbone at
-`backbone_lr_ratio` of the head's), as fastai's fine_tune does. Each phase has its own schedule.
+`backbone_lr_ratio` of the head's), as fastai's fine_tune does. Each phase has its own schedule, and
+takes at least a minimum number of optimizer steps (`head_steps`, `min_steps`): on a few dozen images
+an epoch is a handful of steps, so epochs are raised until the steps suffice.
 
-A frozen phase without augmentation sees the same backbone output for an image every epoch, so it
-computes the head's input features once (backbone in eval mode) and trains the head on them alone:
-see `FeatureStepper`.
+The head-only phase fits the head to the features of the images as they are (no augmentation, as a
+linear probe before fine-tuning): the backbone's output for an image is the same every epoch, so it
+is computed once (backbone in eval mode) and the head trains on it alone, for hundreds of steps at
+the cost of milliseconds each: see `FeatureStepper`.
+
+The best epoch (by validation accuracy, ties broken by validation loss, or by validation loss) is
+what is saved, with the preprocessing and the mapping from logits to probabilities that the loss
+implies (preprocess.Preprocessing). Resume state lives in resume.py.
 
 Under torchrun the same loop runs in every process with DistributedDataParallel: see distributed.py.
 """
@@ -33,7 +40,8 @@ from imgclass.augment import augmentation, batch_mixing
 from imgclass.checkpoint import save_checkpoint
 from imgclass.devices import resolve_device
 from imgclass.distributed import World, process_group
-from imgclass.losses import balanced_class_weights, make_loss
+from imgclass.losses import (NEEDS_TEMPERATURE, balanced_class_weights, fit_temperature, make_loss,
+                             probability_output)
 from imgclass.params import ModelParams, Params
 from imgclass.preprocess import Preprocessing
 from imgclass.split import load_split
@@ -60,9 +68,20 @@ class Phase:
     epochs: int
 
 
-def plan_phases(cfg: ModelParams) -> list[Phase]:
-    phases = [Phase("frozen", cfg.freeze_epochs)] if cfg.freeze_epochs else []
-    return phases + [Phase("unfrozen", cfg.epochs)]
+def plan_phases(cfg: ModelParams, steps_per_epoch: int) -> list[Phase]:
+    """The phases and their epochs. Each phase takes at least its minimum number of optimizer steps
+    (head_steps for the head alone, min_steps after), so that training length follows the data."""
+    phases = [Phase("frozen", epochs_for(cfg.freeze_epochs, cfg.head_steps, steps_per_epoch))] if cfg.freeze_epochs else []
+    return phases + [Phase("unfrozen", epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch))]
+
+
+def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    return max(epochs, math.ceil(min_steps / max(steps_per_epoch, 1)))
+
+
+def steps_per_epoch(num_images: int, batch_size: int, world: World) -> int:
+    """Batches per epoch in each process (DistributedSampler pads every process to the same share)."""
+    return math.ceil(math.ceil(num_images / world.size) / batch_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -242,8 +261,15 @@ def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> No
 
 
 def caches_features(phase: Phase, s: Stepper) -> bool:
-    """Only a frozen phase that sees every image unaltered can reuse one forward pass of the backbone."""
-    return phase.name == "frozen" and s.augment is None and s.mixing is None
+    """The head-only phase sees every image unaltered, so one forward pass of the backbone serves all
+    its epochs."""
+    return phase.name == "frozen"
+
+
+def for_head_only(s: Stepper) -> Stepper:
+    """The head-only phase fits the head to the backbone's features of the images as they are (a
+    linear probe, as in LP-FT): augmentation and mixing are for the phase that trains everything."""
+    return dataclasses.replace(s, augment=None, mixing=None)
 
 
 def dropout_before_head(model: nn.Module) -> float:
@@ -294,6 +320,21 @@ def feature_phase(s: Stepper, train_ds: Dataset, val_ds: Dataset) -> tuple[Featu
     return feature_stepper, train_features, val_loader
 
 
+@torch.no_grad()
+def calibrated(s: Stepper, prep: Preprocessing, val_ds: Dataset) -> Preprocessing:
+    """`prep` with the temperature that turns the model's validation logits into the best-fitting
+    probabilities (every process computes it on all of the validation split: no collectives)."""
+    s.model.eval()
+    logits, labels = [], []
+    for images, y in make_loader(val_ds, s.cfg.batch_size * 2, False, 0, 0, s.device):
+        with autocast(s.device, s.cfg.amp):
+            logits.append(s.forward(images.to(s.device)).float().cpu())
+        labels.append(y)
+    temperature = fit_temperature(torch.cat(logits), torch.cat(labels), prep.output)
+    s.world.print(f"probabilities: temperature {temperature:.3g} fitted on {len(val_ds)} validation images")
+    return dataclasses.replace(prep, temperature=temperature)
+
+
 class EarlyStopper:
     """Tracks the best epoch by a validation metric and says when patience has run out."""
 
@@ -302,8 +343,9 @@ class EarlyStopper:
         self.best_score, self.best_epoch, self.bad_epochs = None, -1, 0
 
     def improved(self, metrics: dict, epoch: int) -> bool:
-        score = metrics[self.metric] if self.metric == "val_accuracy" else -metrics[self.metric]
-        if self.best_score is None or score > self.best_score:
+        # Accuracy on a few dozen validation images ties often: the lower loss breaks the tie.
+        score = [metrics["val_accuracy"], -metrics["val_loss"]] if self.metric == "val_accuracy" else [-metrics[self.metric]]
+        if self.best_score is None or score > list(self.best_score):
             self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
             return True
         self.bad_epochs += 1
@@ -353,7 +395,8 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
     classes = list(params.classes)
     train_x, train_y = load_split(split_dir, "train", classes)
     val_x, val_y = load_split(split_dir, "val", classes)
-    prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name))
+    prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
+                         output=probability_output(cfg.loss))
 
     model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout).to(device)
     if cfg.channels_last:
@@ -386,12 +429,13 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                       dvclive_dir, enabled=track and world.is_main)
     started, epoch, done = time.perf_counter(), 0, len(history)  # done: epochs finished before a resume
     try:
-        phases = plan_phases(cfg)
+        phases = plan_phases(cfg, steps_per_epoch(len(train_ds), batch_size, world))
         for phase_index, phase in enumerate(phases):
             models.set_backbone_frozen(model, phase.name == "frozen")
-            runner, phase_train_ds, phase_val_loader = stepper, train_ds, val_loader
-            if caches_features(phase, stepper) and epoch + phase.epochs > done:
-                runner, phase_train_ds, phase_val_loader = feature_phase(stepper, train_ds, val_ds)
+            runner = for_head_only(stepper) if phase.name == "frozen" else stepper
+            phase_train_ds, phase_val_loader = train_ds, val_loader
+            if caches_features(phase, runner) and epoch + phase.epochs > done:
+                runner, phase_train_ds, phase_val_loader = feature_phase(runner, train_ds, val_ds)
             runner = runner.for_phase()
             train_loader = make_loader(phase_train_ds, batch_size, True, params.seed, runner.cfg.num_workers, device,
                                        world)
@@ -422,6 +466,8 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                     break
         seconds = time.perf_counter() - started
         model.load_state_dict(best_state)
+        if cfg.loss in NEEDS_TEMPERATURE:
+            prep = calibrated(stepper, prep, val_ds)
         best = history[stopper.best_epoch]
         summary = {"best_epoch": stopper.best_epoch, "epochs_run": len(history),
                    "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
