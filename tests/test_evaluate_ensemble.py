@@ -148,3 +148,39 @@ def test_apply_vote_scores_and_the_hard_vote_tie_break():
     soft_scores, soft_predicted = EnsembleSpec(["a", "b"], "soft_vote", "b", [1.0, 1.0]).apply(probs)
     assert soft_predicted.tolist() == [0] and soft_scores.sum() == pytest.approx(1)
     assert EnsembleSpec.from_dict(hard.to_dict()) == hard
+
+
+def test_roc_and_pr_curves_for_two_and_for_more_classes():
+    from sklearn.metrics import roc_auc_score
+
+    from imgclass.evaluate import curve_area, roc_pr_curves
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.7, 0.35, 0.8, 0.9])
+    binary = roc_pr_curves(y, np.stack([1 - p1, p1], axis=1))
+    assert curve_area(binary["roc"], "fpr", "tpr") == pytest.approx(roc_auc_score(y, p1))
+    assert binary["pr"][0]["recall"] == 1 and (binary["roc"][0]["fpr"], binary["roc"][-1]["tpr"]) == (0, 1)
+
+    y3 = np.array([0, 1, 2, 2, 1, 0])
+    probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8], [0.5, 0.2, 0.3], [0.2, 0.7, 0.1],
+                      [0.3, 0.3, 0.4]])
+    micro = roc_pr_curves(y3, probs)  # one-vs-rest micro-average: every image x class pair is one score
+    assert curve_area(micro["roc"], "fpr", "tpr") == pytest.approx(roc_auc_score(np.eye(3)[y3], probs, average="micro"))
+    assert roc_pr_curves(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]])) == {"roc": [], "pr": []}
+
+
+def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tmp_path):
+    from imgclass import files, reports
+    from test_predict import train_tiny
+
+    checkpoint = train_tiny(fashion_split, tmp_path / "models")
+    report = reports.evaluate_model("m", checkpoint, fashion_split[1], tmp_path / "plots", tmp_path / "m.npz",
+                                    tmp_path / "m.json")
+    scalars = files.read_json(tmp_path / "m.json")
+    assert "top3_accuracy" in scalars and "roc_auc" not in scalars and 0 <= scalars["val_accuracy"] <= 1
+    assert report.tracked_metrics()["eval_val_accuracy"] == scalars["val_accuracy"]
+    for name in ("confusion.csv", "roc.csv", "pr.csv", "report.json", "report.txt", "confusion.png",
+                 "confusion_normalized.png", "reliability.png", "roc.png", "pr.png", "tsne.png", "gradcam.png",
+                 "top_losses.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0, name
+    assert list(files.read_csv(tmp_path / "plots" / "roc.csv")[0]) == ["fpr", "tpr"]

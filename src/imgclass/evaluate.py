@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import (accuracy_score, average_precision_score, classification_report, confusion_matrix,
+from sklearn.metrics import (accuracy_score, auc, average_precision_score, classification_report, confusion_matrix,
                              f1_score, precision_recall_curve, roc_auc_score, roc_curve, top_k_accuracy_score)
 from torch import nn
 
@@ -96,15 +96,25 @@ def binary_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) ->
     }
 
 
-def binary_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[dict]]:
-    """ROC (fpr, tpr) and precision-recall (recall, precision) points of p(classes[1]); empty lists
-    when the labels hold one class only."""
-    if not _both_classes_present(y_true):
+def roc_pr_curves(y_true: np.ndarray, probs: np.ndarray) -> dict[str, list[dict]]:
+    """ROC (fpr, tpr) and precision-recall (recall, precision) points. Two classes: p(classes[1])
+    against "is classes[1]". More classes: the one-vs-rest micro-average (every image x class pair is
+    one score), so every project has both curves. Empty lists when the labels leave nothing to rank."""
+    if probs.shape[1] == 2:
+        truth, score = y_true == 1, probs[:, 1]
+    else:
+        truth, score = (y_true[:, None] == np.arange(probs.shape[1])).ravel(), probs.ravel()
+    if truth.all() or not truth.any():
         return {"roc": [], "pr": []}
-    fpr, tpr, _ = roc_curve(y_true, probs[:, 1])
-    precision, recall, _ = precision_recall_curve(y_true, probs[:, 1])
+    fpr, tpr, _ = roc_curve(truth, score)
+    precision, recall, _ = precision_recall_curve(truth, score)
     return {"roc": [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)],
             "pr": [{"recall": float(r), "precision": float(p)} for r, p in zip(recall, precision)]}
+
+
+def curve_area(points: list[dict], x: str, y: str) -> float | None:
+    """Trapezoidal area under a curve of points (the ROC AUC for fpr/tpr); None for no points."""
+    return float(auc([p[x] for p in points], [p[y] for p in points])) if points else None
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str], top_k: int = TOP_K) -> dict:

@@ -80,20 +80,20 @@ def bar_png(values: dict[str, float], path: Path, title: str, xlabel: str = "tes
     return save_png(fig, path)
 
 
-def roc_png(points: list[dict], auc: float | None, positive: str, path: Path) -> Path:
-    """ROC curve from [{fpr, tpr}], with the chance diagonal."""
+def roc_png(points: list[dict], auc: float | None, subject: str, path: Path) -> Path:
+    """ROC curve from [{fpr, tpr}], with the chance diagonal; `subject` says of what (which class)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
     if points:
         ax.plot([p["fpr"] for p in points], [p["tpr"] for p in points], label="model")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC, positive class {positive!r}" + (f" (AUC {auc:.3f})" if auc is not None else ""))
+    ax.set_title(f"ROC, {subject}" + (f" (AUC {auc:.3f})" if auc is not None else ""))
     ax.legend(loc="lower right")
     return save_png(fig, path)
 
 
-def precision_recall_png(points: list[dict], average_precision: float | None, positive: str, path: Path) -> Path:
+def precision_recall_png(points: list[dict], average_precision: float | None, subject: str, path: Path) -> Path:
     """Precision-recall curve from [{recall, precision}], drawn as the step function AP sums."""
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     if points:
@@ -103,5 +103,5 @@ def precision_recall_png(points: list[dict], average_precision: float | None, po
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ap = f" (AP {average_precision:.3f})" if average_precision is not None else ""
-    ax.set_title(f"precision-recall, positive class {positive!r}{ap}")
+    ax.set_title(f"precision-recall, {subject}{ap}")
     return save_png(fig, path)

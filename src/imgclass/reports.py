@@ -12,8 +12,8 @@ import torch
 
 from imgclass import ensemble, explain, files, plots
 from imgclass.checkpoint import load_trained
-from imgclass.evaluate import (SavedPredictions, binary_curves, classification_metrics, file_sha256, predict_probs,
-                               report_table, scalar_metrics)
+from imgclass.evaluate import (SavedPredictions, classification_metrics, curve_area, file_sha256, predict_probs,
+                               report_table, roc_pr_curves, scalar_metrics)
 from imgclass.split import load_split
 
 
@@ -56,21 +56,23 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
 
 def metric_plots(name: str, metrics: dict, y_true: np.ndarray, probs: np.ndarray, classes: list[str],
                  out: Path) -> list[Path]:
-    """Confusion (CSV for DVC, PNGs), reliability, and with two classes ROC and precision-recall
-    (roc.csv: fpr,tpr; pr.csv: recall,precision; PNGs)."""
+    """Confusion (CSV for DVC, PNGs), reliability, ROC (roc.csv: fpr,tpr) and precision-recall
+    (pr.csv: recall,precision): of the positive class classes[1] with two classes, else micro-averaged."""
     files.write_csv(out / "confusion.csv", [{"actual": classes[t], "predicted": classes[p]}
                                             for t, p in zip(y_true, probs.argmax(axis=1))], ["actual", "predicted"])
     cm = np.array(metrics["confusion"])
-    pngs = [plots.confusion_png(cm, classes, out / "confusion.png", title=f"{name}: confusion (counts)"),
-            plots.confusion_png(cm, classes, out / "confusion_normalized.png", normalize=True),
-            plots.reliability_png(metrics["reliability"], metrics["ece"], out / "reliability.png")]
+    curves = roc_pr_curves(y_true, probs)
+    files.write_csv(out / "roc.csv", curves["roc"], ["fpr", "tpr"])
+    files.write_csv(out / "pr.csv", curves["pr"], ["recall", "precision"])
     if len(classes) == 2:
-        curves = binary_curves(y_true, probs)
-        files.write_csv(out / "roc.csv", curves["roc"], ["fpr", "tpr"])
-        files.write_csv(out / "pr.csv", curves["pr"], ["recall", "precision"])
-        pngs += [plots.roc_png(curves["roc"], metrics["roc_auc"], classes[1], out / "roc.png"),
-                 plots.precision_recall_png(curves["pr"], metrics["average_precision"], classes[1], out / "pr.png")]
-    return pngs
+        subject, auc, ap = f"positive class {classes[1]!r}", metrics["roc_auc"], metrics["average_precision"]
+    else:
+        subject, auc, ap = f"micro-average of {len(classes)} classes", curve_area(curves["roc"], "fpr", "tpr"), None
+    return [plots.confusion_png(cm, classes, out / "confusion.png", title=f"{name}: confusion (counts)"),
+            plots.confusion_png(cm, classes, out / "confusion_normalized.png", normalize=True),
+            plots.reliability_png(metrics["reliability"], metrics["ece"], out / "reliability.png"),
+            plots.roc_png(curves["roc"], auc, subject, out / "roc.png"),
+            plots.precision_recall_png(curves["pr"], ap, subject, out / "pr.png")]
 
 
 def explain_plots(model, prep, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
