@@ -1,0 +1,139 @@
+"""Two classes as a first-class case for training: bce and hinge reach cross-entropy's accuracy on a
+separable pair, their logits become proper probabilities, and the learning-rate range test works."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FASHION, tiny_params_dict
+from imgclass.checkpoint import load_trained
+from imgclass.losses import fit_temperature
+from imgclass.lr_find import lr_range_test
+from imgclass.params import parse_params
+from imgclass.preprocess import Preprocessing, logits_to_probabilities
+from imgclass.split import load_split
+from imgclass.train import train
+
+PAIR = ["sneaker", "bag"]
+
+
+@pytest.fixture(scope="module")
+def pair_split(tmp_path_factory):
+    """(params, split_dir): sneaker vs bag, 80 Fashion-MNIST images each, split and cached at 28 px."""
+    if not FASHION.exists():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    from imgclass import files, sources
+    from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, save_array
+
+    root = tmp_path_factory.mktemp("pair")
+    raw = tiny_params_dict(classes=PAIR)
+    raw["scrape"]["max_per_class"] = 80
+    params = parse_params(raw)
+    rows = sources.collect(params, root / "raw")
+    split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
+    splits = assign_splits(split_rows, params.split, params.seed)
+    prep = Preprocessing(params.image_size, params.image_size)
+    for name in SPLITS:
+        save_array(root / "split" / f"{name}.npy", build_cache([root / "raw" / r["path"] for r in splits[name]], prep))
+        files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
+    return params, root / "split"
+
+
+def with_loss(params, loss: str):
+    raw = params.model_dump(by_alias=True)
+    # epochs: 2 as a user might write it; min_steps (default) makes it enough steps for 112 images.
+    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "batch_size": 16, "lr": 0.005, "loss": loss}}
+    return parse_params(raw)
+
+
+@pytest.fixture(scope="module")
+def trained(pair_split, tmp_path_factory):
+    """loss -> (model, meta, prep, test logits, test labels), each trained the same way."""
+    params, split_dir = pair_split
+    out = {}
+    for loss in ("cross_entropy", "bce", "multi_margin"):
+        work = tmp_path_factory.mktemp(loss)
+        train("m", with_loss(params, loss), split_dir, work / "model", work / "resume", work / "live", track=False)
+        model, meta, prep = load_trained(work / "model" / "model.pt")
+        images, labels = load_split(split_dir, "test", PAIR)
+        with torch.no_grad():
+            logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
+        out[loss] = (model, meta, prep, logits, torch.from_numpy(labels))
+    return out
+
+
+def accuracy(logits, labels) -> float:
+    return float((logits.argmax(dim=1) == labels).float().mean())
+
+
+@pytest.mark.parametrize("loss", ["bce", "multi_margin"])
+def test_bce_and_hinge_reach_cross_entropy_accuracy_on_a_separable_pair(trained, loss):
+    reference = accuracy(*trained["cross_entropy"][3:])
+    assert reference >= 0.9
+    assert accuracy(*trained[loss][3:]) >= reference - 0.05
+
+
+def test_each_loss_saves_how_its_logits_become_probabilities(trained):
+    assert trained["cross_entropy"][2].output == "softmax" and trained["cross_entropy"][2].temperature == 1.0
+    assert trained["bce"][2].output == "sigmoid" and trained["bce"][2].temperature == 1.0
+    assert trained["multi_margin"][2].output == "softmax" and trained["multi_margin"][2].temperature != 1.0
+    for loss, (_, meta, prep, logits, _) in trained.items():
+        assert meta["preprocessing"]["output"] == prep.output
+        probs = prep.probabilities(logits)
+        assert torch.allclose(probs.sum(dim=1), torch.ones(len(probs)))
+        assert torch.equal(probs.argmax(dim=1), logits.argmax(dim=1))  # the mapping keeps every decision
+
+
+def test_bce_probabilities_are_the_per_class_sigmoids_it_trained(trained):
+    _, _, prep, logits, labels = trained["bce"]
+    sigmoids = logits.sigmoid()
+    assert torch.allclose(prep.probabilities(logits), sigmoids / sigmoids.sum(dim=1, keepdim=True), atol=1e-6)
+    # A softmax over the same logits would be more confident than what the sigmoids say.
+    assert logits.softmax(dim=1).max(dim=1).values.mean() > prep.probabilities(logits).max(dim=1).values.mean()
+
+
+def test_hinge_temperature_is_fitted_on_the_validation_split(trained, pair_split):
+    _, split_dir = pair_split
+    model, _, prep, _, _ = trained["multi_margin"]
+    images, labels = load_split(split_dir, "val", PAIR)
+    with torch.no_grad():
+        logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
+    assert prep.temperature == pytest.approx(fit_temperature(logits, torch.from_numpy(labels)), rel=1e-6)
+
+
+def test_temperature_sharpens_timid_margins_and_softens_overconfident_scores():
+    labels = torch.tensor([0] * 50 + [1] * 50)
+    margins = torch.where(labels == 0, 1.0, -1.0).unsqueeze(1) * torch.tensor([[1.0, -1.0]])
+    # All right with hinge's margin of 1: a plain softmax says 0.88; Platt's target for 50 images is 51/52.
+    sharp = fit_temperature(margins, labels)
+    assert sharp < 1 and logits_to_probabilities(margins, "softmax", sharp)[0, 0] == pytest.approx(51 / 52, abs=0.01)
+    wrong = margins * 5
+    wrong[:15] = -wrong[:15]  # 15% confidently wrong
+    assert fit_temperature(wrong, labels) > 3
+
+
+def test_sigmoid_probabilities_stay_finite_for_extreme_logits():
+    logits = torch.tensor([[-300.0, -200.0], [50.0, -50.0], [0.0, 0.0]])
+    probs = logits_to_probabilities(logits, "sigmoid")
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(dim=1), torch.ones(3))
+    assert probs[0, 1] > 0.99 and probs[2, 0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown output 'sigmoids'"):
+        logits_to_probabilities(logits, "sigmoids")
+
+
+def test_checkpoints_without_an_output_side_load_as_softmax():
+    old = {"image_size": 28, "input_size": 28, "mean": [0.5] * 3, "std": [0.5] * 3}
+    prep = Preprocessing.from_dict(old)
+    assert prep.output == "softmax" and prep.temperature == 1.0
+
+
+def test_lr_find_works_with_two_classes(pair_split):
+    params, split_dir = pair_split
+    result = lr_range_test("cnn_simple", params, split_dir, steps=80)
+    assert 3 <= len(result["lrs"]) < 80  # the loss exploded before 10: the test stopped early
+    assert math.isfinite(result["suggestion"]) and 1e-7 <= result["suggestion"] <= 10
+    assert min(result["losses"]) < result["losses"][0]
