@@ -3,8 +3,8 @@ predict, export and the registry. Binary used to crash evaluate (top-k with k=1 
 
 from __future__ import annotations
 
+import base64
 import runpy
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +101,11 @@ def test_evaluate_stage_writes_binary_metrics_curves_and_explanations(project):
     assert report["positive_class"] == "bag" and "positive class 'bag'" in (out / "report.txt").read_text()
     roc = files.read_csv(out / "roc.csv")
     assert list(roc[0]) == ["fpr", "tpr"]
-    assert (float(roc[0]["fpr"]), float(roc[0]["tpr"])) == (0, 0) and (float(roc[-1]["fpr"]), float(roc[-1]["tpr"])) == (1, 1)
+    fpr, tpr = np.array([[float(r["fpr"]), float(r["tpr"])] for r in roc]).T
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
     pr = files.read_csv(out / "pr.csv")
     assert list(pr[0]) == ["recall", "precision"] and float(pr[0]["recall"]) == 1
     # the curve CSVs agree with the AUC reported beside them
-    fpr, tpr = np.array([[float(r["fpr"]), float(r["tpr"])] for r in roc]).T
     assert np.trapezoid(tpr, fpr) == pytest.approx(scalars["roc_auc"], abs=1e-6)
     for png in ("roc", "pr", "confusion", "reliability", "tsne", "gradcam", "top_losses"):
         assert (out / f"{png}.png").stat().st_size > 3_000, png
@@ -165,8 +165,7 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
     version = registry.register("ensemble", "binary-test")
     loaded = mlflow.pyfunc.load_model(registry.registered_uri(version))
     rows = files.read_csv(project / "data" / "split" / "test.csv")
-    images = [__import__("base64").b64encode((project / "data" / "raw" / r["path"]).read_bytes()).decode()
-              for r in rows]
+    images = [base64.b64encode((project / "data" / "raw" / r["path"]).read_bytes()).decode() for r in rows]
     out = loaded.predict(pd.DataFrame({"image": images}))
     spec = ensemble.read_spec(project / "metrics" / "ensemble.json")
     saved = [SavedPredictions.load(project / "data" / "preds" / f"{m}.npz") for m in spec.members]

@@ -124,7 +124,8 @@ def test_every_ensemble_choice_is_made_on_validation_not_test():
     assert result.spec.vote == max(("soft_vote", "weighted_vote", "hard_vote"),
                                    key=lambda v: (result.val_accuracy[v], v == "soft_vote"))
     metrics = result.metrics()
-    assert metrics["chosen_vote"] == result.spec.vote and metrics["accuracy"] == metrics["test_accuracy"][result.spec.vote]
+    assert metrics["chosen_vote"] == result.spec.vote
+    assert metrics["accuracy"] == metrics["test_accuracy"][result.spec.vote]
     assert evaluate_ensemble(members, preds, tie_break="c").spec.tie_break == "c"
 
 

@@ -41,7 +41,8 @@ def store(fashion_split, tmp_path_factory):
     _, meta, _ = load_trained(checkpoint)
     torch.manual_seed(2)
     save_checkpoint(root / "models" / "old" / "model.pt", models.build_model(meta["arch"], 4), {**meta, "name": "old"})
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(models={"m": MEMBER, "copy": MEMBER}), sort_keys=False))
+    params = tiny_params_dict(models={"m": MEMBER, "copy": MEMBER})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # params order is vote order
     for name in ("m", "copy"):
         save_predictions(root / "models" / name / "model.pt", fashion_split[1], root / "data" / "preds" / f"{name}.npz")
     reports.ensemble_report(["m", "copy"], root / "data" / "preds", root / "metrics" / "ensemble.json",

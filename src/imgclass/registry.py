@@ -148,7 +148,8 @@ def best_model(candidates: Sequence[str], preds_dir: Path | str = "data/preds") 
 
 
 def choose_models(model: str, models_dir: Path | str = "models", preds_dir: Path | str = "data/preds",
-                  params_path: Path | str = "params.yaml", ensemble_metrics: Path | str = ENSEMBLE_METRICS) -> ModelChoice:
+                  params_path: Path | str = "params.yaml",
+                  ensemble_metrics: Path | str = ENSEMBLE_METRICS) -> ModelChoice:
     """`best` (params' model with the best validation accuracy, checked to be the evaluated checkpoint),
     `ensemble` (the evaluated ensemble) or one NAME."""
     if model != BEST:

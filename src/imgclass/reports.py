@@ -99,6 +99,7 @@ def ensemble_report(members: list[str], preds_dir: Path, metrics_path: Path, plo
 def ensemble_table(result: ensemble.EnsembleResult) -> str:
     width = max(map(len, result.test_accuracy))
     lines = [f"{'':<{width}}  {'val':>6}  {'test':>6}"]
-    lines += [f"{k:<{width}}  {result.val_accuracy[k]:>6.4f}  {v:>6.4f}" + ("  <- chosen" if k == result.spec.vote else "")
-              for k, v in result.test_accuracy.items()]
+    for method, test in result.test_accuracy.items():
+        chosen = "  <- chosen on validation" if method == result.spec.vote else ""
+        lines.append(f"{method:<{width}}  {result.val_accuracy[method]:>6.4f}  {test:>6.4f}{chosen}")
     return "\n".join(lines)
