@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from imgclass import reports
+from imgclass import ensemble_report
 from imgclass.ensemble import EnsembleError
 from imgclass.params import load_params
 
@@ -11,12 +11,13 @@ from imgclass.params import load_params
 def main() -> int:
     params = load_params()
     try:
-        result = reports.ensemble_report(params.ensemble_members, Path("data/preds"), Path("metrics/ensemble.json"),
-                                         Path("plots/ensemble"), params.ensemble.tie_break)
+        result = ensemble_report.write_report(params.ensemble_members, Path("data/preds"),
+                                              Path("metrics/ensemble.json"), Path("plots/ensemble"),
+                                              params.ensemble.tie_break)
     except (EnsembleError, FileNotFoundError, ValueError) as exc:
         print(f"ensemble: {exc}", file=sys.stderr)
         return 1
-    print(reports.ensemble_table(result))
+    print(ensemble_report.table(result))
     return 0
 
 

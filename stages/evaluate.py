@@ -3,14 +3,14 @@
 import sys
 from pathlib import Path
 
-from imgclass import reports, tracking
+from imgclass import evaluation_report, tracking
 from imgclass.devices import resolve_device
 from imgclass.params import load_params
 
 
 def main(name: str) -> int:
     params = load_params()
-    report = reports.evaluate_model(
+    report = evaluation_report.evaluate_model(
         name, Path("models") / name / "model.pt", Path("data/split"), plots_dir=Path("plots/eval") / name,
         preds_path=Path("data/preds") / f"{name}.npz", metrics_path=Path("metrics/eval") / f"{name}.json",
         device=resolve_device(params.device), seed=params.seed)

@@ -171,11 +171,11 @@ def test_roc_and_pr_curves_for_two_and_for_more_classes():
 
 
 def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tmp_path):
-    from imgclass import files, reports
+    from imgclass import evaluation_report, files
     from test_predict import train_tiny
 
     checkpoint = train_tiny(fashion_split, tmp_path / "models")
-    report = reports.evaluate_model("m", checkpoint, fashion_split[1], tmp_path / "plots", tmp_path / "m.npz",
+    report = evaluation_report.evaluate_model("m", checkpoint, fashion_split[1], tmp_path / "plots", tmp_path / "m.npz",
                                     tmp_path / "m.json")
     scalars = files.read_json(tmp_path / "m.json")
     assert "top3_accuracy" in scalars and "roc_auc" not in scalars and 0 <= scalars["val_accuracy"] <= 1

@@ -9,7 +9,7 @@ import yaml
 from PIL import Image
 
 from conftest import tiny_params_dict
-from imgclass import cli, files, models, reports
+from imgclass import cli, ensemble_report, files, models
 from imgclass.checkpoint import load_trained, save_checkpoint
 from imgclass.ensemble import EnsembleSpec
 from imgclass.evaluate import SavedPredictions, file_sha256, predict_probs
@@ -177,8 +177,8 @@ def project(trained, tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(models={"a": member, "b": member})))
     for name in ("a", "b"):
         save_predictions(root / "models" / name / "model.pt", split_dir, root / "data" / "preds" / f"{name}.npz")
-    reports.ensemble_report(["a", "b"], root / "data" / "preds", root / "metrics" / "ensemble.json",
-                            root / "plots" / "ensemble")
+    ensemble_report.write_report(["a", "b"], root / "data" / "preds", root / "metrics" / "ensemble.json",
+                                 root / "plots" / "ensemble")
     return root
 
 

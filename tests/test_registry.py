@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from conftest import tiny_params_dict
-from imgclass import cli, files, models, reports
+from imgclass import cli, ensemble_report, files, models
 from imgclass.checkpoint import load_trained, save_checkpoint
 from imgclass.evaluate import SavedPredictions, predict_probs
 from imgclass.predict import PredictError
@@ -45,8 +45,8 @@ def store(fashion_split, tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))  # params order is vote order
     for name in ("m", "copy"):
         save_predictions(root / "models" / name / "model.pt", fashion_split[1], root / "data" / "preds" / f"{name}.npz")
-    reports.ensemble_report(["m", "copy"], root / "data" / "preds", root / "metrics" / "ensemble.json",
-                            root / "plots" / "ensemble")
+    ensemble_report.write_report(["m", "copy"], root / "data" / "preds", root / "metrics" / "ensemble.json",
+                                 root / "plots" / "ensemble")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.delenv(SERVE_ROOT_ENV, raising=False)

@@ -1,5 +1,5 @@
-"""The evaluate and ensemble stages' outputs: compute with evaluate/ensemble/explain, write every file
-dvc.yaml declares (metrics JSON, reports, CSV plots, PNGs, saved predictions). Stages only pass paths.
+"""The evaluate stage's outputs: compute with evaluate and explain, write every file dvc.yaml declares
+for evaluate@NAME (metrics JSON, report, CSV plots, PNGs, saved predictions). The stage passes paths.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclass import ensemble, explain, files, plots
+from imgclass import explain, files, plots
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import (SavedPredictions, classification_metrics, curve_area, file_sha256, predict_probs,
                                report_table, roc_pr_curves, scalar_metrics)
@@ -82,24 +82,3 @@ def explain_plots(model, prep, images: np.ndarray, labels: np.ndarray, probs: np
     return [explain.tsne_png(features, labels, classes, out / "tsne.png", seed=seed),
             explain.gradcam_png(model, prep, images, labels, probs, classes, out / "gradcam.png", seed=seed),
             explain.top_losses_png(images, labels, probs, classes, out / "top_losses.png")]
-
-
-def ensemble_report(members: list[str], preds_dir: Path, metrics_path: Path, plots_dir: Path,
-                    tie_break: str | None = None) -> ensemble.EnsembleResult:
-    """Votes chosen on validation, compared with every member on test: metrics JSON, CSV and PNG."""
-    saved = ensemble.load_member_predictions(members, preds_dir)
-    result = ensemble.evaluate_ensemble(members, saved, tie_break)
-    files.write_json(metrics_path, result.metrics())
-    files.write_csv(plots_dir / "comparison.csv", result.comparison_rows(), ["method", "val_accuracy", "test_accuracy"])
-    plots.bar_png(result.test_accuracy, plots_dir / "comparison.png",
-                  title=f"members, votes and the oracle (chosen on validation: {result.spec.vote})")
-    return result
-
-
-def ensemble_table(result: ensemble.EnsembleResult) -> str:
-    width = max(map(len, result.test_accuracy))
-    lines = [f"{'':<{width}}  {'val':>6}  {'test':>6}"]
-    for method, test in result.test_accuracy.items():
-        chosen = "  <- chosen on validation" if method == result.spec.vote else ""
-        lines.append(f"{method:<{width}}  {result.val_accuracy[method]:>6.4f}  {test:>6.4f}{chosen}")
-    return "\n".join(lines)
