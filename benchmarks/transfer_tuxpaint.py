@@ -24,11 +24,11 @@ import yaml
 from imgclass import files, sources
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
-from imgclass.validate import validate_tree
 from imgclass.params import Params, parse_params
 from imgclass.preprocess import Preprocessing
 from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, load_split, save_array
 from imgclass.train import train
+from imgclass.validate import validate_tree
 
 REPO = Path(__file__).resolve().parents[1]
 STAMPS = Path("/usr/share/tuxpaint/stamps")

@@ -97,3 +97,38 @@ def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(tiny_params_dict()))
     assert load_params(good).classes == tiny_params_dict()["classes"]
+
+
+def test_training_length_keys_are_checked():
+    raw = tiny_params_dict()
+    raw["models"]["cnn_simple"]["min_steps"] = -1
+    assert error_of(raw).startswith("params.yaml: models.cnn_simple.min_steps: ")
+    raw["models"]["cnn_simple"]["min_steps"] = 0
+    raw["models"]["cnn_simple"]["head_step"] = 10
+    assert "did you mean 'head_steps'?" in error_of(raw)
+
+
+def test_the_own_classes_example_is_a_complete_valid_params_file():
+    from conftest import REPO
+
+    raw = yaml.safe_load((REPO / "examples" / "own_classes.yaml").read_text())
+    params = parse_params(raw, source="examples/own_classes.yaml")
+    assert len(params.classes) == 2 and params.scrape.source == "ddg"
+    assert params.models["efficientnet_lite0"].weights == "imagenet"
+    # Complete: every section params.yaml has, so `dvc repro` finds every parameter it tracks.
+    assert set(yaml.safe_load((REPO / "params.yaml").read_text())) <= set(raw)
+
+
+def test_the_small_data_benchmark_changes_only_the_source_classes_and_seed():
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("small_data", REPO / "benchmarks" / "small_data.py")
+    small_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(small_data)
+    example = load_params(REPO / "examples" / "own_classes.yaml")
+    swapped = small_data.example_params(["mammals", "vehicles"], seed=1)
+    assert swapped.scrape.source == "folder" and swapped.seed == 1
+    same = ("image_size", "validate_", "split", "models", "distributed", "ensemble", "device")
+    assert all(getattr(swapped, key) == getattr(example, key) for key in same)

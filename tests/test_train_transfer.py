@@ -115,26 +115,39 @@ def test_the_head_phase_takes_head_steps_on_cached_features(fashion_split, tmp_p
     assert result["history"][9]["train_loss"] < 0.95 * result["history"][0]["train_loss"]
 
 
-def test_a_run_interrupted_in_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained, monkeypatch):
+@pytest.mark.parametrize("killed_after", ["head epoch 2 of 3", "the head phase"])
+def test_a_run_interrupted_in_or_after_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained,
+                                                                           monkeypatch, killed_after):
     base, split_dir = fashion_split
-    params = with_model(base, weights=pretrained, freeze_epochs=3, epochs=1)
+    params = with_model(base, weights=pretrained, freeze_epochs=3, epochs=2)
     fresh = run(params, split_dir, tmp_path / "fresh")
 
-    save = resume.save_state
-    saved = []
+    one_epoch, save = train_module.train_one_epoch, resume.save_state
+    epochs, saves = [], []
+
+    def epoch_then_die(*args, **kwargs):
+        metrics = one_epoch(*args, **kwargs)
+        epochs.append(1)
+        if killed_after == "head epoch 2 of 3" and len(epochs) == 2:
+            raise KeyboardInterrupt
+        return metrics
 
     def save_then_die(*args):
         save(*args)
-        saved.append(1)
-        if len(saved) == 2:  # after the second frozen epoch
+        saves.append(args[-1])  # the history
+        if killed_after == "the head phase":
             raise KeyboardInterrupt
 
+    monkeypatch.setattr(train_module, "train_one_epoch", epoch_then_die)
     monkeypatch.setattr(resume, "save_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(params, split_dir, tmp_path / "resumed")
+    # Inside the cached phase nothing is saved (epochs of milliseconds); its end is.
+    assert [len(h) for h in saves] == ([] if killed_after == "head epoch 2 of 3" else [3])
+    monkeypatch.setattr(train_module, "train_one_epoch", one_epoch)
     monkeypatch.setattr(resume, "save_state", save)
     resumed = run(params, split_dir, tmp_path / "resumed")
-    assert [h["phase"] for h in resumed["history"]] == ["frozen"] * 3 + ["unfrozen"]
+    assert [h["phase"] for h in resumed["history"]] == ["frozen"] * 3 + ["unfrozen"] * 2
     for a, b in zip(resumed["history"], fresh["history"]):
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
 

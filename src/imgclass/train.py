@@ -266,6 +266,13 @@ def caches_features(phase: Phase, s: Stepper) -> bool:
     return phase.name == "frozen"
 
 
+def saves_resume_state(s: Stepper, phase_epoch: int, phase: Phase) -> bool:
+    """After every epoch, except inside the head phase on cached features: there an epoch takes
+    milliseconds while the checkpoint holds the whole network (20 MB for efficientnet_lite0), so it is
+    saved once, at the phase's end; a run killed before that redoes seconds of work."""
+    return not isinstance(s, FeatureStepper) or phase_epoch == phase.epochs - 1
+
+
 def for_head_only(s: Stepper) -> Stepper:
     """The head-only phase fits the head to the backbone's features of the images as they are (a
     linear probe, as in LP-FT): augmentation and mixing are for the phase that trains everything."""
@@ -443,7 +450,7 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
             scheduler = make_schedule(optimizer, cfg, len(train_loader), phase.epochs)
             if epoch >= done:
                 stopper.bad_epochs = 0  # patience counts within a phase
-            for _ in range(phase.epochs):
+            for phase_epoch in range(phase.epochs):
                 if epoch < done:  # finished before the interruption
                     if epoch == done - 1:  # the model itself was restored by resume.load_state
                         optimizer.load_state_dict(state["optimizer"])
@@ -458,7 +465,7 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
                 if stopper.improved(metrics, epoch):
                     best_state = copy.deepcopy(model.state_dict())
                 epoch += 1
-                if world.is_main:
+                if world.is_main and saves_resume_state(runner, phase_epoch, phase):
                     resume.save_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper.state(),
                                       history)
                 if phase_index == len(phases) - 1 and stopper.should_stop():

@@ -1,0 +1,159 @@
+"""Small photo sets with the README's own-classes params as written (examples/own_classes.yaml): the
+same file with only its source swapped to tuxpaint's photo stamps, median over 3 split seeds.
+
+    .venv/bin/python benchmarks/small_data.py [--seeds 0 1 2] [--sets pair five]
+
+For each class set (`pair`: mammals vs vehicles; `five`: mammals, birds, fruit, flowers, vehicles)
+the stamps are collected and validated once; then for each seed (params `seed`: it moves the split
+and seeds training) the images are split and cached, every model of the file is trained, and its
+best-on-validation checkpoint is scored on the test split, through the library's own functions as the
+stages call them. No parameter is tuned here. Prints a table and one JSON line. Goals (issue 12): the
+pretrained model's median test accuracy >= 0.95 on the pair and >= 0.90 on five classes, each
+configuration (split + training + test, all models) within 5 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from imgclass import files, sources
+from imgclass.checkpoint import load_trained
+from imgclass.devices import device_name
+from imgclass.evaluate import predict_probs
+from imgclass.params import Params, parse_params
+from imgclass.preprocess import Preprocessing
+from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, load_split, save_array
+from imgclass.train import train
+from imgclass.validate import validate_tree
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "own_classes.yaml"
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+MAPPING = {  # as benchmarks/transfer_tuxpaint.py
+    "mammals": ["animals/mammals/**/*.png"],
+    "birds": ["animals/birds/**/*.png"],
+    "fruit": ["food/fruit/**/*.png"],
+    "flowers": ["plants/flowers/**/*.png"],
+    "vehicles": ["vehicles/**/*.png"],
+}
+SETS = {"pair": ["mammals", "vehicles"], "five": list(MAPPING)}
+GOALS = {"pair": 0.95, "five": 0.90}
+PRETRAINED = "efficientnet_lite0"
+TIME_LIMIT_S = 300
+
+
+def example_params(classes: list[str], seed: int) -> Params:
+    """examples/own_classes.yaml with the source swapped to the stamps (and the seed set): nothing else."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["classes"] = classes
+    raw["seed"] = seed
+    raw["scrape"] |= {"source": "folder", "max_per_class": 1000,
+                      "folder": {"root": str(STAMPS), "mapping": {c: MAPPING[c] for c in classes}}}
+    return parse_params(raw, source=f"{EXAMPLE.name} on tuxpaint")
+
+
+def collect_and_validate(params: Params, work: Path) -> list[dict]:
+    """The scrape and validate stages: the accepted images as split rows."""
+    sources.collect(params, work / "raw")
+    validate_tree(work / "raw", work / "clean", params.validate, params.classes)
+    accepted = [r for r in files.read_csv(work / "clean" / "report.csv") if r["status"] == "ok"]
+    return [{"path": r["out"], "label": r["class"], "sha256": r["sha256"], "group": r["group"] or r["sha256"]}
+            for r in accepted]
+
+
+def split_and_cache(params: Params, rows: list[dict], clean: Path, split_dir: Path) -> dict[str, int]:
+    """The split stage: stratified lists by content hash and seed, each split decoded once."""
+    splits = assign_splits(rows, params.split, params.seed)
+    prep = Preprocessing(params.image_size, params.image_size)
+    for name in SPLITS:
+        save_array(split_dir / f"{name}.npy", build_cache([clean / r["path"] for r in splits[name]], prep))
+        files.write_csv(split_dir / f"{name}.csv", splits[name], SPLIT_FIELDS)
+    return {name: len(splits[name]) for name in SPLITS}
+
+
+def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> dict:
+    """The train and evaluate stages for one model: its best-on-val checkpoint's test accuracy."""
+    started = time.perf_counter()
+    summary = train(name, params, split_dir, work / name / "model", work / name / "resume", work / name / "live",
+                    track=False)
+    model, meta, prep = load_trained(work / name / "model" / "model.pt")
+    images, labels = load_split(split_dir, "test", meta["classes"])
+    accuracy = float((predict_probs(model, prep, images).argmax(axis=1) == labels).mean())
+    return {"test_accuracy": round(accuracy, 4), "val_accuracy": round(summary["val_accuracy"], 4),
+            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"] + 1,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run_set(set_name: str, seeds: list[int], work: Path) -> list[dict]:
+    classes = SETS[set_name]
+    started = time.perf_counter()
+    rows = collect_and_validate(example_params(classes, seeds[0]), work)
+    print(f"{set_name}: {len(rows)} valid images of {', '.join(classes)} in {time.perf_counter() - started:.1f}s",
+          flush=True)
+    results = []
+    for seed in seeds:
+        params = example_params(classes, seed)
+        started = time.perf_counter()
+        split_dir = work / f"seed{seed}" / "split"
+        sizes = split_and_cache(params, rows, work / "clean", split_dir)
+        models = {name: train_and_test(name, params, split_dir, work / f"seed{seed}") for name in params.models}
+        seconds = round(time.perf_counter() - started, 1)
+        results.append({"set": set_name, "seed": seed, "sizes": sizes, "models": models, "seconds": seconds})
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def summarise(results: list[dict]) -> dict:
+    """Median test accuracy per set and model, the slowest configuration, and whether the goals hold."""
+    out = {}
+    for set_name in dict.fromkeys(r["set"] for r in results):
+        runs = [r for r in results if r["set"] == set_name]
+        medians = {m: statistics.median(r["models"][m]["test_accuracy"] for r in runs) for m in runs[0]["models"]}
+        slowest = max(r["seconds"] for r in runs)
+        out[set_name] = {"median_test_accuracy": medians, "slowest_seconds": slowest,
+                         "goal": GOALS[set_name],
+                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest <= TIME_LIMIT_S}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    args = parser.parse_args(argv)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for set_name in args.sets:
+            results += run_set(set_name, args.seeds, Path(tmp) / set_name)
+    summary = summarise(results)
+
+    print(f"\n{EXAMPLE.relative_to(REPO)} on tuxpaint photos; {device_name(torch.device('cpu'))}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'set':<6}{'seed':>5}{'train/val/test':>16}{'model':>20}{'epochs':>8}{'val acc':>9}{'test acc':>10}"
+          f"{'model s':>9}{'config s':>10}")
+    for r in results:
+        sizes = "/".join(str(r["sizes"][s]) for s in SPLITS)
+        for name, m in r["models"].items():
+            print(f"{r['set']:<6}{r['seed']:>5}{sizes:>16}{name:>20}{m['epochs_run']:>8}{m['val_accuracy']:>9.3f}"
+                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}")
+    for set_name, s in summary.items():
+        medians = ", ".join(f"{m} {a:.3f}" for m, a in s["median_test_accuracy"].items())
+        print(f"{set_name}: median test accuracy {medians}; slowest configuration {s['slowest_seconds']:.0f}s; "
+              f"goal {PRETRAINED} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
+    print(json.dumps({"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)),
+                      "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
+                      "results": results, "summary": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
