@@ -44,9 +44,10 @@ test: setup
 	$(VENV)/bin/pytest -q
 
 # One local user: one uvicorn worker and no background job runners (MLflow's GenAI jobs): 0.5 GB of
-# memory instead of 3 GB with mlflow's defaults. UI_PORT / UI_STORE let tests serve another store.
+# memory instead of 3 GB with mlflow's defaults. UI_PORT / UI_STORE / UI_ARTIFACTS let tests serve another store.
 UI_PORT ?= 5000
 UI_STORE ?= sqlite:///$(CURDIR)/mlflow.db
+UI_ARTIFACTS ?= $(CURDIR)/mlartifacts
 ui: setup
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(UI_STORE) \
-	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
+	  --artifacts-destination $(UI_ARTIFACTS) --host 127.0.0.1 --port $(UI_PORT) --workers 1

@@ -9,6 +9,7 @@ extra package, no port). The screenshot lands in the test's tmp dir and in /tmp/
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -124,7 +125,7 @@ def free_port() -> int:
 
 def build_store(project: Path) -> tuple[str, str]:
     """A committed project, two training runs with their test accuracy, the ensemble on their
-    pipeline run. Returns (experiment id, pipeline run name)."""
+    pipeline run, in the store tracking resolves. Returns (experiment id, pipeline run name)."""
     (project / ".dvc").mkdir()
     (project / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "models": {"cnn_a": {"lr": 0.01},
                                                                               "cnn_b": {"lr": 0.02}}}))
@@ -150,30 +151,44 @@ def build_store(project: Path) -> tuple[str, str]:
     return parent.info.experiment_id, parent.info.run_name
 
 
-@pytest.fixture
-def ui(tmp_path, monkeypatch):
-    """(base URL, experiment id, pipeline run name): `make ui` serving a fresh store on a free port."""
-    require(CHROMIUM.exists(), "/usr/bin/chromium (Debian's chromium)")
-    require(shutil.which("make") is not None, "make")
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.chdir(project)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
-        monkeypatch.delenv(name, raising=False)
-    experiment_id, run_name = build_store(project)
+@contextlib.contextmanager
+def make_ui(store_uri: str, artifacts: Path, log: Path):
+    """`make ui` serving `store_uri` on a free port; yields its base URL."""
     port = free_port()
     # -o setup: the venv is there already; the recipe itself is what `make ui` runs.
     server = subprocess.Popen(["make", "-s", "-C", str(REPO), "-o", "setup", "ui", f"UI_PORT={port}",
-                               f"UI_STORE={tracking.tracking_uri()}"], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "ui.log").open("w"))
+                               f"UI_STORE={store_uri}", f"UI_ARTIFACTS={artifacts}"], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url, server, tmp_path / "ui.log")
-        yield url, experiment_id, run_name
+        wait_until_up(url, server, log)
+        yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
+
+
+def enter_project(project: Path, monkeypatch) -> None:
+    """`project` as the cwd of a stage, with no tracking settings from the caller's environment."""
+    project.mkdir()
+    monkeypatch.chdir(project)
+    for name in ("MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def needs_tools():
+    require(CHROMIUM.exists(), "/usr/bin/chromium (Debian's chromium)")
+    require(shutil.which("make") is not None, "make")
+
+
+@pytest.fixture
+def ui(tmp_path, monkeypatch, needs_tools):
+    """(base URL, experiment id, pipeline run name): `make ui` serving a store built in a project."""
+    enter_project(tmp_path / "project", monkeypatch)
+    experiment_id, run_name = build_store(tmp_path / "project")
+    with make_ui(tracking.tracking_uri(), tmp_path / "served-artifacts", tmp_path / "ui.log") as url:
+        yield url, experiment_id, run_name
 
 
 def wait_until_up(url: str, server: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -229,3 +244,23 @@ def test_runs_page_lists_the_pipeline_run_with_its_ensemble_accuracy(ui, tmp_pat
     assert metric_cell(members["cnn_a"], "test_accuracy") == ["0.8125"], members
     assert members["cnn_a"]["attributes.`Dataset`"].startswith("data/split"), members  # the input dataset
     assert shot.stat().st_size > 20_000
+
+
+def test_with_MLFLOW_TRACKING_URI_every_run_goes_to_the_shared_server(tmp_path, monkeypatch, needs_tools):
+    """The README's team setup: a server (here `make ui` on an empty store) and MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    served_artifacts = tmp_path / "served-artifacts"
+    with make_ui(f"sqlite:///{tmp_path / 'server.db'}", served_artifacts, tmp_path / "ui.log") as url:
+        enter_project(tmp_path / "clone", monkeypatch)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        experiment_id, run_name = build_store(tmp_path / "clone")
+        client = mlflow.MlflowClient(url)
+        parent = client.search_runs([experiment_id], f"attributes.run_name = '{run_name}'")[0]
+        children = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert sorted(r.info.run_name for r in children) == ["cnn_a", "cnn_b"]
+        assert parent.data.metrics["test_accuracy"] == 0.875
+        assert parent.info.artifact_uri.startswith("mlflow-artifacts:")  # stored by the server, for everyone
+        assert [f.path for f in client.list_artifacts(parent.info.run_id, "ensemble")] == ["ensemble/comparison.png"]
+    assert list(served_artifacts.rglob("comparison.png"))
+    assert not (tmp_path / "clone" / "mlflow.db").exists() and not (tmp_path / "clone" / "mlartifacts").exists()

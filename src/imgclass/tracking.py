@@ -150,7 +150,9 @@ def _ensure_training_experiment() -> str:
 
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)  # the first call creates the sqlite schema
     if experiment is None:
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root(),
+        # Artifacts beside a local store; a tracking server keeps its own (every client can reach them).
+        local = tracking_uri().startswith("sqlite:")
+        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root() if local else None,
                                                  tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
     else:
         experiment_id = experiment.experiment_id
