@@ -286,12 +286,13 @@ def log_pipeline_result(metrics: dict, artifacts: list[Path], params: dict | Non
 def split_counts(split_dir: Path) -> list[dict]:
     """Images per split and class, from data/split/{train,val,test}.csv."""
     import csv
+    from collections import Counter
 
     rows = []
     for path in sorted(split_dir.glob("*.csv")):
         with path.open(newline="") as handle:
-            labels = [row["label"] for row in csv.DictReader(handle)]
-        rows += [{"split": path.stem, "class": label, "images": labels.count(label)} for label in sorted(set(labels))]
+            counts = Counter(row["label"] for row in csv.DictReader(handle))
+        rows += [{"split": path.stem, "class": label, "images": n} for label, n in sorted(counts.items())]
     return rows
 
 
