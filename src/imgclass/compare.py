@@ -93,19 +93,20 @@ def row_from(name: str, data: dict, baseline_params: dict | None) -> Row:
     row = Row(name, changed_params(params_of(data), baseline_params) if baseline_params is not None else [])
     ensemble = metrics.get("metrics/ensemble.json", {})
     table = ensemble.get("test_accuracy") if isinstance(ensemble.get("test_accuracy"), dict) else {}
-    seconds = []
-    for path, content in sorted(metrics.items()):
-        if (member := model_name(path, "metrics/eval")) and number(content.get("accuracy")) is not None:
-            row.members[member] = number(content["accuracy"])
-        if model_name(path, "metrics/train") and number(content.get("train_seconds")) is not None:
-            seconds.append(number(content["train_seconds"]))
+    # Members in the ensemble's order (params.yaml's), then any other evaluated model.
     for key, value in table.items():
         if number(value) is None:
             continue
         if key in VOTES or key.endswith("_vote"):
             row.votes[key] = number(value)
         else:
-            row.members.setdefault(key, number(value))  # a member without its eval file
+            row.members[key] = number(value)
+    seconds = []
+    for path, content in sorted(metrics.items()):
+        if (member := model_name(path, "metrics/eval")) and number(content.get("accuracy")) is not None:
+            row.members[member] = number(content["accuracy"])  # the evaluate stage's own number wins
+        if model_name(path, "metrics/train") and number(content.get("train_seconds")) is not None:
+            seconds.append(number(content["train_seconds"]))
     chosen = ensemble.get("chosen_vote")
     row.chosen_vote = chosen if isinstance(chosen, str) else None
     row.train_seconds = sum(seconds) if seconds else None
