@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,38 @@ def test_parallel_pipeline_runs_all_land_complete_in_one_sqlite_store(project):
                 assert [m.step for m in c.get_metric_history(child.info.run_id, metric)] == list(range(epochs))
             assert child.data.metrics["best_val_accuracy"] == 1.0
             assert len(child.inputs.dataset_inputs) == 1
+
+
+def test_a_write_refused_by_a_foreign_sqlite_lock_is_retried_until_it_lands(tmp_path, monkeypatch):
+    """Another program (the UI, the registry) holds sqlite's write lock; our write waits it out."""
+    import sqlite3
+    import threading
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    sqlite3.connect(tmp_path / "store.db").execute("create table t (x)").connection.commit()
+    holder = sqlite3.connect(tmp_path / "store.db", check_same_thread=False)
+    holder.execute("begin exclusive")
+    threading.Timer(1.0, holder.commit).start()
+    attempts = []
+
+    def write() -> None:
+        attempts.append(time.monotonic())
+        with sqlite3.connect(tmp_path / "store.db", timeout=0) as db:  # fail at once, as a busy store would
+            db.execute("insert into t values (1)")
+
+    tracking.locked_write(write, first_wait=0.1)
+    assert len(attempts) > 1  # refused at first, then retried
+    assert sqlite3.connect(tmp_path / "store.db").execute("select count(*) from t").fetchone() == (1,)
+
+
+def test_errors_other_than_a_locked_store_are_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    attempts = []
+
+    def broken() -> None:
+        attempts.append(1)
+        raise ValueError("bad metric")
+
+    with pytest.raises(ValueError):
+        tracking.locked_write(broken)
+    assert attempts == [1]

@@ -113,9 +113,11 @@ def store_lock() -> Iterator[None]:
 
 def is_locked_error(exc: BaseException) -> bool:
     """sqlite's busy error, however MLflow or SQLAlchemy wrapped it."""
-    while exc is not None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
         if "database is locked" in str(exc) or "database table is locked" in str(exc):
             return True
+        seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
 
