@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from imgclass import ensemble_report
+from imgclass import ensemble_report, tracking
 from imgclass.ensemble import EnsembleError
 from imgclass.params import load_params
 
@@ -18,6 +18,7 @@ def main() -> int:
         print(f"ensemble: {exc}", file=sys.stderr)
         return 1
     print(ensemble_report.table(result))
+    tracking.log_pipeline_result(result.metrics(), [Path("plots/ensemble/comparison.png")])
     return 0
 
 

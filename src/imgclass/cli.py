@@ -124,6 +124,12 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from imgclass import compare
+
+    return compare.run(args.width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgclass", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--ensemble-metrics", default="metrics/ensemble.json")
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("compare", help="experiments side by side: changed params, each model's and vote's "
+                                       "test accuracy, training time (from dvc exp show)")
+    p.add_argument("--width", type=int, default=120, help="table width in characters (default 120)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
