@@ -34,7 +34,8 @@ from torchvision import transforms as T
 from imgclass import models
 from imgclass.devices import device_name
 from imgclass.params import Augment, ModelParams
-from imgclass.preprocess import Preprocessing, augmentation
+from imgclass.augment import augmentation
+from imgclass.preprocess import Preprocessing
 from imgclass.split import build_cache
 from imgclass.train import ArrayDataset, Phase, Stepper, make_loader, make_optimizer, make_schedule, param_groups, \
     run_epoch

@@ -265,6 +265,11 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
     assert [m.step for m in history] == [0, 1]
     assert (tmp_path / "live" / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
     assert result["epochs_run"] == 2
+    from imgclass import tracking
+
+    (dataset_input,) = run.inputs.dataset_inputs  # the split it was trained on, by digest
+    assert dataset_input.dataset.digest == tracking.split_digest(split_dir)
+    assert run.data.tags.get("mlflow.parentRunId")  # nested under the pipeline's run
 
 
 def test_compiled_training_follows_eager_training_and_saves_plain_weights(fashion_split, tmp_path):

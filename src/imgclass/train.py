@@ -433,7 +433,7 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
 
     tracker = Tracker(name, {"model": name, **cfg.model_dump(), "seed": params.seed,
                              "image_size": params.image_size, "classes": ",".join(classes)},
-                      dvclive_dir, enabled=track and world.is_main)
+                      dvclive_dir, enabled=track and world.is_main, split_dir=split_dir)
     started, epoch, done = time.perf_counter(), 0, len(history)  # done: epochs finished before a resume
     try:
         phases = plan_phases(cfg, steps_per_epoch(len(train_ds), batch_size, world))
