@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from imgclass import ensemble_report, tracking
+from imgclass import ensemble_report, tracking, training_curves
 from imgclass.ensemble import EnsembleError
 from imgclass.params import load_params
 
@@ -12,13 +12,15 @@ def main() -> int:
     params = load_params()
     try:
         result = ensemble_report.write_report(params.ensemble_members, Path("data/preds"),
-                                              Path("metrics/ensemble.json"), Path("plots/ensemble"),
-                                              params.ensemble.tie_break)
+                                              Path("metrics/ensemble.json"), Path("reports/ensemble.json"),
+                                              Path("plots/ensemble"), params.ensemble.tie_break)
     except (EnsembleError, FileNotFoundError, ValueError) as exc:
         print(f"ensemble: {exc}", file=sys.stderr)
         return 1
     print(ensemble_report.table(result))
-    tracking.log_pipeline_result(result.metrics(), [Path("plots/ensemble/comparison.png")])
+    # every model's validation curves in one table: dvc.yaml's plots draw a line per model from it
+    training_curves.write_curves(list(params.models), Path("dvclive"), Path("plots/compare/curves.csv"))
+    tracking.log_pipeline_result(result.record(), [Path("plots/ensemble/comparison.png")])
     return 0
 
 

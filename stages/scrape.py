@@ -20,7 +20,8 @@ def main() -> int:
     sources.prune(RAW, rows, params.classes)
     files.write_csv(RAW / "manifest.csv", rows, sources.MANIFEST_FIELDS)
     summary = sources.summarize(rows)
-    files.write_json("metrics/scrape.json", summary)
+    files.write_json("metrics/scrape.json", {"downloaded": summary["downloaded"]})  # the number runs compare
+    files.write_json("reports/scrape.json", summary)  # per class and per failure reason
     save_sample_grid(RAW, params.classes, Path("plots/scrape/samples.png"))
     print(f"scrape: {summary['downloaded']} images for {len(params.classes)} classes "
           f"({params.scrape.source}); {summary['found'] - summary['downloaded']} failed")

@@ -28,7 +28,10 @@ def main() -> int:
         save_array(OUT / f"{name}.npy", build_cache([CLEAN / r["path"] for r in splits[name]], prep))
         files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
     counts = split_counts(splits)
-    files.write_json("metrics/split.json", {**{s: counts[s]["total"] for s in SPLITS}, **changes})
+    totals = {s: counts[s]["total"] for s in SPLITS}
+    files.write_json("metrics/split.json", {**totals, "moved": changes["moved"],
+                                            "moved_by_merge": changes["moved_by_merge"]})
+    files.write_json("reports/split.json", {**totals, **changes})  # also previous, added, removed
     files.write_json(OUT / "counts.json", counts)
     print("split: " + ", ".join(f"{s} {counts[s]['total']}" for s in SPLITS)
           + f"; of {changes['previous']} earlier images {changes['moved']} moved at class boundaries, "

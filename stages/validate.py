@@ -14,7 +14,8 @@ def main() -> int:
     except (FileNotFoundError, ValueError) as exc:  # missing SRC, nothing accepted, bad layout
         print(f"validate: {exc}", file=sys.stderr)
         return 1
-    files.write_json("metrics/validate.json", summary)
+    files.write_json("metrics/validate.json", {"accepted": summary["accepted"]})  # the number runs compare
+    files.write_json("reports/validate.json", summary)  # by status, by reason, per class, near-duplicates
     print(f"validate: {summary}")
     return 0
 

@@ -92,12 +92,13 @@ def test_binary_metrics_have_auc_ap_threshold_and_no_redundant_top_k(project):
 
 
 def test_evaluate_stage_writes_binary_metrics_curves_and_explanations(project):
-    scalars = files.read_json(project / "metrics" / "eval" / "a.json")
+    assert set(files.read_json(project / "metrics" / "eval" / "a.json")) == {"accuracy", "macro_f1", "ece",
+                                                                            "train_seconds"}
+    out = project / "plots" / "eval" / "a"
+    report = scalars = files.read_json(out / "report.json")
     assert {"accuracy", "val_accuracy", "roc_auc", "average_precision", "threshold"} <= set(scalars)
     assert not [k for k in scalars if k.startswith("top")]
     assert scalars["accuracy"] > 0.8  # sneaker vs bag is easy; chance is 0.5
-    out = project / "plots" / "eval" / "a"
-    report = files.read_json(out / "report.json")
     assert report["positive_class"] == "bag" and "positive class 'bag'" in (out / "report.txt").read_text()
     roc = files.read_csv(out / "roc.csv")
     assert list(roc[0]) == ["fpr", "tpr"]
@@ -124,7 +125,7 @@ def test_explanations_work_with_two_classes_and_six_images(project, tmp_path):
 
 
 def test_ensemble_stage_chooses_the_vote_on_validation(project):
-    result = files.read_json(project / "metrics" / "ensemble.json")
+    result = files.read_json(project / "reports" / "ensemble.json")
     assert set(result["members"]) == {"a", "b"} and result["chosen_vote"] in ("soft_vote", "weighted_vote", "hard_vote")
     best_on_val = max(result["val_accuracy"][v] for v in ("soft_vote", "weighted_vote", "hard_vote"))
     assert result["val_accuracy"][result["chosen_vote"]] == best_on_val
@@ -167,7 +168,7 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
     rows = files.read_csv(project / "data" / "split" / "test.csv")
     images = [base64.b64encode((project / "data" / "raw" / r["path"]).read_bytes()).decode() for r in rows]
     out = loaded.predict(pd.DataFrame({"image": images}))
-    spec = ensemble.read_spec(project / "metrics" / "ensemble.json")
+    spec = ensemble.read_spec(project / "reports" / "ensemble.json")
     saved = [SavedPredictions.load(project / "data" / "preds" / f"{m}.npz") for m in spec.members]
     _, voted = spec.apply(np.stack([s.test_probs for s in saved]))
     assert list(out["status"]) == ["ok"] * len(rows)

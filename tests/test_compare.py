@@ -6,10 +6,21 @@ from imgclass.compare import render, rows_from_show
 
 
 def metrics_entry(members: dict[str, float], votes: dict[str, float], seconds: float, chosen: str = "soft_vote"):
+    """The metrics files as the pipeline writes them: per model and the ensemble's votes."""
+    files = {f"metrics/eval/{m}.json": {"data": {"accuracy": a, "macro_f1": a, "ece": 0.05,
+                                                  "train_seconds": seconds}}
+             for m, a in members.items()}
+    files["metrics/ensemble.json"] = {"data": {**votes, "chosen_vote": chosen}}
+    return files
+
+
+def older_metrics_entry(members: dict[str, float], votes: dict[str, float], seconds: float):
+    """Before the metrics files held only headline numbers: training time in metrics/train/M.json, and
+    every member, vote and the oracle under the ensemble's test_accuracy."""
     files = {f"metrics/eval/{m}.json": {"data": {"accuracy": a, "macro_f1": a, "ece": 0.05, "n": 400}}
              for m, a in members.items()}
     files.update({f"metrics/train/{m}.json": {"data": {"train_seconds": seconds, "best_epoch": 3}} for m in members})
-    files["metrics/ensemble.json"] = {"data": {"accuracy": votes[chosen], "chosen_vote": chosen,
+    files["metrics/ensemble.json"] = {"data": {"accuracy": votes["soft_vote"], "chosen_vote": "soft_vote",
                                                "test_accuracy": {**members, **votes},
                                                "val_accuracy": {**members, **votes}}}
     return files
@@ -80,6 +91,14 @@ def test_metrics_files_of_other_shapes_do_not_break_the_table():
     assert rows[0].members == {"cnn_simple": 0.8} and rows[0].votes == {"hard_vote": 0.85}
     assert rows[0].chosen_vote is None
     assert "0.850" in render(rows)
+
+
+def test_older_metrics_files_give_the_same_row():
+    older = rows_from_show([revision("f" * 40, PARAMS, older_metrics_entry(MEMBERS, VOTES, 120.0))])[0]
+    newer = rows_from_show([revision("f" * 40, PARAMS, metrics_entry(MEMBERS, VOTES, 120.0))])[0]
+    assert older.members == newer.members == MEMBERS and list(newer.members) == list(MEMBERS)  # params order
+    assert older.votes == newer.votes == VOTES and older.chosen_vote == newer.chosen_vote == "soft_vote"
+    assert older.train_seconds == newer.train_seconds == 360.0
 
 
 def test_long_params_break_after_dots_and_equals():

@@ -123,9 +123,12 @@ def test_every_ensemble_choice_is_made_on_validation_not_test():
     assert result.val_accuracy["b"] == 1.0 and result.test_accuracy["a"] == 1.0
     assert result.spec.vote == max(("soft_vote", "weighted_vote", "hard_vote"),
                                    key=lambda v: (result.val_accuracy[v], v == "soft_vote"))
-    metrics = result.metrics()
-    assert metrics["chosen_vote"] == result.spec.vote
-    assert metrics["accuracy"] == metrics["test_accuracy"][result.spec.vote]
+    record = result.record()
+    assert record["chosen_vote"] == result.spec.vote
+    assert record["accuracy"] == record["test_accuracy"][result.spec.vote]
+    # metrics/ensemble.json: the votes and the oracle on test, and the choice; no members, no detail
+    assert result.metrics() == {**{v: result.test_accuracy[v] for v in ("soft_vote", "weighted_vote", "hard_vote",
+                                                                         "oracle")}, "chosen_vote": result.spec.vote}
     assert evaluate_ensemble(members, preds, tie_break="c").spec.tie_break == "c"
 
 
@@ -177,11 +180,36 @@ def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, 
     checkpoint = train_tiny(fashion_split, tmp_path / "models")
     report = evaluation_report.evaluate_model("m", checkpoint, fashion_split[1], tmp_path / "plots", tmp_path / "m.npz",
                                     tmp_path / "m.json")
-    scalars = files.read_json(tmp_path / "m.json")
-    assert "top3_accuracy" in scalars and "roc_auc" not in scalars and 0 <= scalars["val_accuracy"] <= 1
-    assert report.tracked_metrics()["eval_val_accuracy"] == scalars["val_accuracy"]
+    headline = files.read_json(tmp_path / "m.json")
+    assert list(headline) == ["accuracy", "macro_f1", "ece", "train_seconds"] and headline["train_seconds"] > 0
+    detail = files.read_json(tmp_path / "plots" / "report.json")
+    assert "top3_accuracy" in detail and "roc_auc" not in detail and 0 <= detail["val_accuracy"] <= 1
+    tracked = report.tracked_metrics()  # MLflow still gets every scalar, not only the headline
+    assert tracked["eval_val_accuracy"] == detail["val_accuracy"] and tracked["test_n"] == detail["n"]
+    assert tracked["test_top3_accuracy"] == detail["top3_accuracy"] and tracked["test_accuracy"] == headline["accuracy"]
     for name in ("confusion.csv", "roc.csv", "pr.csv", "report.json", "report.txt", "confusion.png",
                  "confusion_normalized.png", "reliability.png", "roc.png", "pr.png", "tsne.png", "gradcam.png",
                  "top_losses.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 0, name
     assert list(files.read_csv(tmp_path / "plots" / "roc.csv")[0]) == ["fpr", "tpr"]
+
+
+def test_training_curves_are_one_long_table_of_every_model_and_epoch(tmp_path):
+    from dvclive import Live
+
+    from imgclass import files, training_curves
+
+    for model, accuracies in (("b", [0.5, 0.7]), ("a", [0.4, 0.6, 0.8])):
+        live = Live(dir=str(tmp_path / "dvclive" / model), dvcyaml=False, save_dvc_exp=False, report=None)
+        for accuracy in accuracies:  # as the training Tracker logs an epoch: val_accuracy -> val/accuracy
+            live.log_metric("val/accuracy", accuracy)
+            live.log_metric("lr", 0.1)
+            live.next_step()
+        live.end()
+    out = tmp_path / "curves.csv"
+    training_curves.write_curves(["b", "a", "not_trained"], tmp_path / "dvclive", out)
+    rows = files.read_csv(out)
+    assert list(rows[0])[:7] == ["epoch", "model", "val_accuracy", "val_loss", "train_accuracy", "train_loss", "lr"]
+    assert [(r["model"], int(r["epoch"]), float(r["val_accuracy"])) for r in rows] == [
+        ("b", 1, 0.5), ("b", 2, 0.7), ("a", 1, 0.4), ("a", 2, 0.6), ("a", 3, 0.8)]
+    assert {r["lr"] for r in rows} == {"0.1"} and {r["val_loss"] for r in rows} == {""}

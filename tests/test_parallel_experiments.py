@@ -63,13 +63,15 @@ def runs_by_name(db: sqlite3.Connection) -> dict[str, dict]:
 def test_both_queued_experiments_land_complete_in_the_main_store(repo):
     baseline = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    experiments = {e["name"]: e["revs"][0]["data"] for e in shown[1]["experiments"]}
+    experiments = {e["name"]: e["revs"][0]["rev"] for e in shown[1]["experiments"]}
     with store(repo) as db:
         runs = runs_by_name(db)
         for name, model in (("fast-lr", "cnn_simple"), ("medium-2ep", "cnn_medium")):
             parent, child = runs[f"{name}@{baseline[:7]}"], runs[f"{model}@{name}"]
             assert child["parent"] == parent["id"] and child["status"] == "FINISHED", runs
-            epochs = experiments[name]["metrics"][f"metrics/train/{model}.json"]["data"]["epochs_run"]
+            # the training summary is an ordinary output (not a metric), committed with the experiment
+            summary = run(["git", "show", f"{experiments[name]}:metrics/train/{model}.json"], repo).stdout
+            epochs = json.loads(summary)["epochs_run"]
             steps = db.execute("select step from metrics where run_uuid = ? and key = 'val_accuracy' order by step",
                                (child["id"],)).fetchall()
             assert [s for (s,) in steps] == list(range(epochs))  # every epoch of both parallel runs landed

@@ -178,13 +178,13 @@ def project(trained, tmp_path):
     for name in ("a", "b"):
         save_predictions(root / "models" / name / "model.pt", split_dir, root / "data" / "preds" / f"{name}.npz")
     ensemble_report.write_report(["a", "b"], root / "data" / "preds", root / "metrics" / "ensemble.json",
-                                 root / "plots" / "ensemble")
+                                 root / "reports" / "ensemble.json", root / "plots" / "ensemble")
     return root
 
 
 def ensemble_args(root: Path) -> list[str]:
     return ["--models-dir", str(root / "models"), "--params", str(root / "params.yaml"),
-            "--ensemble-metrics", str(root / "metrics" / "ensemble.json")]
+            "--ensemble-spec", str(root / "reports" / "ensemble.json")]
 
 
 def member_probs(root: Path, names: list[str], image: Path) -> np.ndarray:
@@ -195,9 +195,9 @@ def member_probs(root: Path, names: list[str], image: Path) -> np.ndarray:
 
 def test_ensemble_is_the_params_members_with_the_vote_chosen_on_validation(project, image_folder, tmp_path):
     choice = resolve_checkpoints("ensemble", project / "models", project / "params.yaml",
-                                 project / "metrics" / "ensemble.json")
+                                 project / "reports" / "ensemble.json")
     assert list(choice.checkpoints) == ["a", "b"]  # not models/old
-    chosen = files.read_json(project / "metrics" / "ensemble.json")["chosen_vote"]
+    chosen = files.read_json(project / "reports" / "ensemble.json")["chosen_vote"]
     assert choice.spec.vote == chosen
 
     images = [image_folder / f"{i}.png" for i in range(4)]
@@ -215,10 +215,10 @@ def test_ensemble_is_the_params_members_with_the_vote_chosen_on_validation(proje
 
 
 def test_ensemble_applies_the_recorded_hard_vote_and_tie_break(project, image_folder, tmp_path):
-    metrics = files.read_json(project / "metrics" / "ensemble.json")
-    files.write_json(project / "metrics" / "ensemble.json", {**metrics, "chosen_vote": "hard_vote", "tie_break": "b"})
+    metrics = files.read_json(project / "reports" / "ensemble.json")
+    files.write_json(project / "reports" / "ensemble.json", {**metrics, "chosen_vote": "hard_vote", "tie_break": "b"})
     choice = resolve_checkpoints("ensemble", project / "models", project / "params.yaml",
-                                 project / "metrics" / "ensemble.json")
+                                 project / "reports" / "ensemble.json")
     assert choice.spec == EnsembleSpec(["a", "b"], "hard_vote", "b", choice.spec.weights, choice.spec.checkpoints)
     classes = sorted(load_trained(project / "models" / "a" / "model.pt")[1]["classes"])
     images = [image_folder / f"{i}.png" for i in range(4)] + [image_folder / "sub" / f"{i}.png" for i in (4, 5)]
@@ -253,7 +253,7 @@ def test_ensemble_refuses_missing_changed_or_other_members(project, image_folder
                                                                                  "old": member})))
     assert cli.main(args) == 1
     assert "evaluated members a, b but" in capsys.readouterr().err
-    (project / "metrics" / "ensemble.json").unlink()
+    (project / "reports" / "ensemble.json").unlink()
     assert cli.main(args) == 1
     assert "ensemble.json: not found" in capsys.readouterr().err
 

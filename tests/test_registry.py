@@ -46,7 +46,7 @@ def store(fashion_split, tmp_path_factory):
     for name in ("m", "copy"):
         save_predictions(root / "models" / name / "model.pt", fashion_split[1], root / "data" / "preds" / f"{name}.npz")
     ensemble_report.write_report(["m", "copy"], root / "data" / "preds", root / "metrics" / "ensemble.json",
-                                 root / "plots" / "ensemble")
+                                 root / "reports" / "ensemble.json", root / "plots" / "ensemble")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.delenv(SERVE_ROOT_ENV, raising=False)
@@ -137,7 +137,7 @@ def test_ensemble_registers_the_evaluated_members_and_vote(store, registered, ex
     import mlflow
 
     assert cli.main(["register", "--model", "ensemble", "--name", "imgclass-test"]) == 0
-    vote = files.read_json(store / "metrics" / "ensemble.json")["chosen_vote"]
+    vote = files.read_json(store / "reports" / "ensemble.json")["chosen_vote"]
     assert f"models:/imgclass-test/2 (members: m, copy; vote: {vote})" in capsys.readouterr().out  # not old
     paths, probs, classes = expected
     image = base64.b64encode(paths[2].read_bytes()).decode()

@@ -124,6 +124,11 @@ def run(params, images: np.ndarray, labels: np.ndarray, n_train: int) -> dict:
     return result
 
 
+def headline(rows: list[dict]) -> dict:
+    """metrics/benchmark.json: the best training throughput of any architecture, batch size and device."""
+    return {"best_train_images_per_s": max((r["train_images_per_s"] for r in rows), default=0.0)}
+
+
 def fastest_batch_sizes(rows: list[dict]) -> dict:
     best = {}
     for row in rows:

@@ -61,7 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from imgclass.devices import resolve_device
 
     try:
-        choice = predict.resolve_checkpoints(args.model, args.models_dir, args.params, args.ensemble_metrics)
+        choice = predict.resolve_checkpoints(args.model, args.models_dir, args.params, args.ensemble_spec)
         found = predict.expand_paths(args.paths)
         rows = predict.predict_files(found.files, choice, args.top_k, args.batch_size, resolve_device(args.device))
         if args.out:
@@ -96,7 +96,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     try:
         version = registry.register(args.model, args.name, args.models_dir, args.preds_dir, args.params,
-                                    args.ensemble_metrics)
+                                    args.ensemble_spec)
     except (FileNotFoundError, PredictError) as exc:
         print(f"imgclass register: {exc}", file=sys.stderr)
         return 1
@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the vote the ensemble stage chose on validation")
     p.add_argument("--models-dir", default="models")
     p.add_argument("--params", default="params.yaml", help="where the ensemble's members are named")
-    p.add_argument("--ensemble-metrics", default="metrics/ensemble.json", help="the ensemble stage's chosen vote")
+    p.add_argument("--ensemble-spec", default="reports/ensemble.json",
+                   help="the ensemble stage's chosen vote, weights and member checkpoints")
     p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
     p.add_argument("--out", help="write all rows to this .csv or .json instead of printing a table")
     p.add_argument("--batch-size", type=int, default=64)
@@ -186,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default="models")
     p.add_argument("--preds-dir", default="data/preds", help="the evaluate stage's saved validation predictions")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--ensemble-metrics", default="metrics/ensemble.json")
+    p.add_argument("--ensemble-spec", default="reports/ensemble.json",
+                   help="the ensemble stage's chosen vote, weights and member checkpoints")
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("compare", help="experiments side by side: changed params, each model's and vote's "

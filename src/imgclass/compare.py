@@ -3,8 +3,8 @@
 One row per commit, workspace and DVC experiment: what changed (params that differ from the baseline
 commit), each member's test accuracy (metrics/eval/M.json), each vote and the oracle
 (metrics/ensemble.json, `*` marks the vote chosen on validation) and the training time (the members'
-train_seconds from metrics/train/M.json, summed). Lines never exceed the width (120 by default):
-long param lists wrap inside their column.
+train_seconds, summed: metrics/eval/M.json, or metrics/train/M.json in older commits). Lines never
+exceed the width (120 by default): long param lists wrap inside their column.
 """
 
 from __future__ import annotations
@@ -90,27 +90,43 @@ def model_name(path: str, folder: str) -> str | None:
 def row_from(name: str, data: dict, baseline_params: dict | None) -> Row:
     """One table row; reads metrics defensively (older and newer metric files, failed stages)."""
     metrics = file_data(data, "metrics")
-    row = Row(name, changed_params(params_of(data), baseline_params) if baseline_params is not None else [])
+    params = params_of(data)
+    row = Row(name, changed_params(params, baseline_params) if baseline_params is not None else [])
     ensemble = metrics.get("metrics/ensemble.json", {})
-    table = ensemble.get("test_accuracy") if isinstance(ensemble.get("test_accuracy"), dict) else {}
-    # Members in the ensemble's order (params.yaml's), then any other evaluated model.
-    for key, value in table.items():
-        if number(value) is None:
-            continue
-        if key in VOTES or key.endswith("_vote"):
-            row.votes[key] = number(value)
-        else:
-            row.members[key] = number(value)
-    seconds = []
-    for path, content in sorted(metrics.items()):
+    row.members, row.votes = split_ensemble_table(ensemble)
+    seconds: dict[str, float] = {}
+    for path, content in sorted(metrics.items(), key=lambda item: in_params_order(item[0], params)):
         if (member := model_name(path, "metrics/eval")) and number(content.get("accuracy")) is not None:
             row.members[member] = number(content["accuracy"])  # the evaluate stage's own number wins
-        if model_name(path, "metrics/train") and number(content.get("train_seconds")) is not None:
-            seconds.append(number(content["train_seconds"]))
+        member = model_name(path, "metrics/eval") or model_name(path, "metrics/train")
+        if member and number(content.get("train_seconds")) is not None:
+            seconds.setdefault(member, number(content["train_seconds"]))  # eval's copy, or an older train file
     chosen = ensemble.get("chosen_vote")
     row.chosen_vote = chosen if isinstance(chosen, str) else None
-    row.train_seconds = sum(seconds) if seconds else None
+    row.train_seconds = sum(seconds.values()) if seconds else None
     return row
+
+
+def split_ensemble_table(ensemble: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(members, votes) of metrics/ensemble.json: votes and the oracle at its top level, or (older
+    files) every member, vote and the oracle under `test_accuracy`."""
+    table = ensemble.get("test_accuracy") if isinstance(ensemble.get("test_accuracy"), dict) else ensemble
+    members, votes = {}, {}
+    for key, value in table.items():
+        if number(value) is None or key in ("accuracy", "chosen_vote"):
+            continue
+        if key in VOTES or key.endswith("_vote"):
+            votes[key] = number(value)
+        elif table is not ensemble:
+            members[key] = number(value)
+    return members, votes
+
+
+def in_params_order(path: str, params: dict) -> tuple[int, str]:
+    """Metrics files of the models in params.yaml's order (the ensemble's), then any other, by path."""
+    order = list(dict.fromkeys(k.split(".")[1] for k in params if k.startswith("models.") and k.count(".") >= 2))
+    name = Path(path).stem
+    return (order.index(name) if name in order else len(order), path)
 
 
 def experiment_state(experiment: dict) -> str | None:

@@ -1,6 +1,7 @@
 """The ensemble stage's outputs: votes chosen on validation and compared with every member on test,
-written as the files dvc.yaml declares (metrics/ensemble.json, comparison CSV and PNG). Reads only the
-saved predictions: no model is loaded.
+written as the files dvc.yaml declares (metrics/ensemble.json: the numbers experiments are compared
+on; reports/ensemble.json: the whole record, which predict and serve read; the comparison CSV and PNG).
+Reads only the saved predictions: no model is loaded.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from pathlib import Path
 from imgclass import ensemble, files, plots
 
 
-def write_report(members: list[str], preds_dir: Path, metrics_path: Path, plots_dir: Path,
+def write_report(members: list[str], preds_dir: Path, metrics_path: Path, record_path: Path, plots_dir: Path,
                  tie_break: str | None = None) -> ensemble.EnsembleResult:
-    """Votes chosen on validation, compared with every member on test: metrics JSON, CSV and PNG."""
+    """Votes chosen on validation, compared with every member on test: metrics, record, CSV and PNG."""
     saved = ensemble.load_member_predictions(members, preds_dir)
     result = ensemble.evaluate_ensemble(members, saved, tie_break)
     files.write_json(metrics_path, result.metrics())
+    files.write_json(record_path, result.record())
     files.write_csv(plots_dir / "comparison.csv", result.comparison_rows(), ["method", "val_accuracy", "test_accuracy"])
     plots.bar_png(result.test_accuracy, plots_dir / "comparison.png",
                   title=f"members, votes and the oracle (chosen on validation: {result.spec.vote})")

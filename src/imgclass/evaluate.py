@@ -145,7 +145,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
 
 
 def scalar_metrics(metrics: dict) -> dict:
-    """The numbers for metrics/eval/NAME.json and MLflow: SCALAR_KEYS and any topK_accuracy."""
+    """The numbers MLflow gets (and plots/eval/NAME/report.json holds): SCALAR_KEYS and any topK_accuracy."""
     return {k: v for k, v in metrics.items()
             if k in SCALAR_KEYS or (k.startswith("top") and k.endswith("_accuracy"))}
 

@@ -1,5 +1,9 @@
 """The evaluate stage's outputs: compute with evaluate and explain, write every file dvc.yaml declares
 for evaluate@NAME (metrics JSON, report, CSV plots, PNGs, saved predictions). The stage passes paths.
+
+The metrics file holds only the numbers experiments are compared on (HEADLINE_KEYS and the training
+time from the checkpoint, so that one file per model is one row of `dvc exp show`); every other number
+is in plots/eval/NAME/report.json and in the model's MLflow run.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from imgclass.evaluate import (SavedPredictions, classification_metrics, curve_a
                                report_table, roc_pr_curves, scalar_metrics)
 from imgclass.split import load_split
 
+HEADLINE_KEYS = ("accuracy", "macro_f1", "ece")
+
 
 @dataclass(frozen=True)
 class ModelReport:
     name: str
-    scalars: dict
+    scalars: dict            # every test scalar and the validation accuracy: what MLflow gets
     artifacts: list[Path]    # what to attach to the model's MLflow run
     mlflow_run_id: str | None
 
@@ -44,14 +50,22 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
                              predict_probs(model, prep, test_x, device), test_y, file_sha256(checkpoint))
     metrics = classification_metrics(test_y, saved.test_probs, classes)
     scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy}
-    files.write_json(metrics_path, scalars)
-    files.write_json(plots_dir / "report.json", {**metrics, "checkpoint_sha256": saved.checkpoint_sha256})
+    files.write_json(metrics_path, headline(scalars, meta))
+    files.write_json(plots_dir / "report.json", {**metrics, "val_accuracy": saved.val_accuracy,
+                                                 "checkpoint_sha256": saved.checkpoint_sha256})
     files.write_text(plots_dir / "report.txt", report_table(metrics, classes))
     pngs = [*metric_plots(name, metrics, test_y, saved.test_probs, classes, plots_dir),
             *explain_plots(model, prep, test_x, test_y, saved.test_probs, classes, plots_dir, device, seed)]
     saved.save(preds_path)
     return ModelReport(name, scalars, [plots_dir / "report.json", plots_dir / "report.txt", *pngs],
                        meta.get("mlflow_run_id"))
+
+
+def headline(scalars: dict, meta: dict) -> dict:
+    """metrics/eval/NAME.json: test accuracy, macro F1, ECE and the checkpoint's training seconds."""
+    train_seconds = (meta.get("summary") or {}).get("train_seconds")
+    return {**{k: scalars[k] for k in HEADLINE_KEYS},
+            **({"train_seconds": train_seconds} if train_seconds is not None else {})}
 
 
 def metric_plots(name: str, metrics: dict, y_true: np.ndarray, probs: np.ndarray, classes: list[str],

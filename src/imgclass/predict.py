@@ -2,7 +2,7 @@
 trained, and report the top-k classes per file.
 
 `ensemble` means the ensemble the pipeline evaluated: exactly params.yaml's ensemble members, voting
-the way the ensemble stage chose on the validation split (metrics/ensemble.json), and only while
+the way the ensemble stage chose on the validation split (reports/ensemble.json), and only while
 each member's checkpoint is the one that was evaluated.
 
 Folders are searched for images: files that are neither named like an image nor start like one are
@@ -33,7 +33,7 @@ from imgclass.preprocess import Preprocessing
 
 ENSEMBLE = "ensemble"
 CHECKPOINT = "model.pt"
-ENSEMBLE_METRICS = Path("metrics/ensemble.json")
+ENSEMBLE_SPEC = Path("reports/ensemble.json")
 # The validator's checks, except that small inputs (icons, MNIST-sized crops) are still predicted.
 DECODE = ValidateParams(min_size=1)
 CSV_COLUMNS = ["path", "status", "reason", "prediction", "probability", "top_k", "detail"]
@@ -67,18 +67,18 @@ class ModelChoice:
 # --- models -------------------------------------------------------------------------------------
 
 def resolve_checkpoints(model: str, models_dir: Path | str = "models", params_path: Path | str = "params.yaml",
-                        ensemble_metrics: Path | str = ENSEMBLE_METRICS) -> ModelChoice:
+                        ensemble_spec: Path | str = ENSEMBLE_SPEC) -> ModelChoice:
     """`NAME` -> models_dir/NAME/model.pt alone; `ensemble` -> the evaluated ensemble (see the module doc)."""
     models_dir = Path(models_dir)
     if model != ENSEMBLE:
         return ModelChoice({model: models_dir / model / CHECKPOINT}, EnsembleSpec.single(model))
     members = ensemble_members(params_path)
     try:
-        spec = ensemble.read_spec(ensemble_metrics)
+        spec = ensemble.read_spec(ensemble_spec)
     except EnsembleError as exc:
         raise PredictError(str(exc)) from None
     if spec.members != members:
-        raise PredictError(f"{ensemble_metrics}: evaluated members {', '.join(spec.members)} but {params_path} names "
+        raise PredictError(f"{ensemble_spec}: evaluated members {', '.join(spec.members)} but {params_path} names "
                            f"{', '.join(members)}; run `dvc repro`")
     checkpoints = {m: models_dir / m / CHECKPOINT for m in members}
     check_evaluated(checkpoints, spec.checkpoints, "the ensemble")

@@ -36,7 +36,7 @@ import imgclass
 from imgclass import files, models, tracking
 from imgclass.ensemble import EnsembleSpec
 from imgclass.evaluate import SavedPredictions
-from imgclass.predict import (ENSEMBLE, ENSEMBLE_METRICS, ModelChoice, PredictError, check_evaluated, classes_of,
+from imgclass.predict import (ENSEMBLE, ENSEMBLE_SPEC, ModelChoice, PredictError, check_evaluated, classes_of,
                               decode, error_row, load_members, predict_images, resolve_checkpoints,
                               top_k)
 
@@ -149,11 +149,11 @@ def best_model(candidates: Sequence[str], preds_dir: Path | str = "data/preds") 
 
 def choose_models(model: str, models_dir: Path | str = "models", preds_dir: Path | str = "data/preds",
                   params_path: Path | str = "params.yaml",
-                  ensemble_metrics: Path | str = ENSEMBLE_METRICS) -> ModelChoice:
+                  ensemble_spec: Path | str = ENSEMBLE_SPEC) -> ModelChoice:
     """`best` (params' model with the best validation accuracy, checked to be the evaluated checkpoint),
     `ensemble` (the evaluated ensemble) or one NAME."""
     if model != BEST:
-        return resolve_checkpoints(model, models_dir, params_path, ensemble_metrics)
+        return resolve_checkpoints(model, models_dir, params_path, ensemble_spec)
     name = best_model(params_models(params_path), preds_dir)
     choice = resolve_checkpoints(name, models_dir)
     evaluated = SavedPredictions.load(Path(preds_dir) / f"{name}.npz").checkpoint_sha256
@@ -254,10 +254,10 @@ def input_example() -> pd.DataFrame:
 
 def register(model: str = BEST, name: str = REGISTERED_NAME, models_dir: Path | str = "models",
              preds_dir: Path | str = "data/preds", params_path: Path | str = "params.yaml",
-             ensemble_metrics: Path | str = ENSEMBLE_METRICS):
+             ensemble_spec: Path | str = ENSEMBLE_SPEC):
     """Log the chosen model(s) as one pyfunc model with their vote, register it as a new version of
     `name`; return the ModelVersion."""
-    choice = choose_models(model, models_dir, preds_dir, params_path, ensemble_metrics)
+    choice = choose_models(model, models_dir, preds_dir, params_path, ensemble_spec)
     members = load_members(list(choice.checkpoints.values()))  # fails early: missing model, classes disagree
     tracking.use_experiment()
     source = ENSEMBLE if model == ENSEMBLE else next(iter(choice.checkpoints))

@@ -331,6 +331,7 @@ def _summarise(rows: list[dict], class_names: list[str]) -> dict:
     group_sizes = Counter(row["group"] for row in _accepted(rows))
     return {
         "files": len(rows),
+        "accepted": by_status["ok"],
         "by_status": dict(by_status),
         "by_reason": dict(sorted(by_reason.items())),
         "accepted_per_class": {name: per_class[name] for name in class_names},

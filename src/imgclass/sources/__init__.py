@@ -42,7 +42,7 @@ def collect(params: Params, raw_dir: Path) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Counts for metrics/scrape.json: per class and per outcome."""
+    """Counts for reports/scrape.json (`downloaded` is also metrics/scrape.json): per class and per outcome."""
     stored = [r for r in rows if r["status"] in ("ok", "exists")]
     return {
         "found": len(rows),
