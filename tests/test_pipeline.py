@@ -11,6 +11,24 @@ import pytest
 
 from conftest import require_fashion, tiny_params_dict
 from scratch_repo import make_repo, ran_stages, run
+from test_plots_offline import chromium, drawn_charts, needs_chromium, needs_node_modules, offline_page
+from test_plots_offline import chromium_installed, node_modules  # noqa: F401  (the fixtures those marks use)
+
+MODELS = ("cnn_simple", "cnn_medium")
+VOTES = ("soft_vote", "weighted_vote", "hard_vote", "oracle")
+# Metric columns of `dvc exp show`: scrape (downloaded), validate (accepted), split (train, val, test,
+# moved, moved_by_merge), ensemble (three votes, the oracle, chosen_vote), benchmark (best throughput),
+# and per model metrics/eval/M.json (accuracy, macro_f1, ece, train_seconds).
+FIXED_METRIC_COLUMNS, METRIC_COLUMNS_PER_MODEL = 13, 4
+DEFAULT_MODELS = 3  # params.yaml
+# `dvc plots show`: vega charts, namely the four training curves and the two throughputs (a line per model,
+# per arch@device), the ensemble's bars, and per model its confusion, ROC and PR; images: the scrape's
+# samples, and per model confusion_normalized, reliability, t-SNE, Grad-CAM and top losses.
+COMBINED_CURVES = ("validation accuracy by epoch", "validation loss by epoch", "training loss by epoch",
+                   "learning rate at the end of each epoch")
+THROUGHPUTS = ("training throughput by batch size", "inference throughput by batch size")
+FIXED_CHARTS, CHARTS_PER_MODEL = len(COMBINED_CURVES) + len(THROUGHPUTS) + 1, 3
+FIXED_IMAGES, IMAGES_PER_MODEL = 1, 5
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +42,7 @@ def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
 def repo(tmp_path_factory):
     require_fashion()
     raw = tiny_params_dict()
-    raw["models"] = {"cnn_simple": {"arch": "cnn_simple", "epochs": 3, "batch_size": 32, "lr": 0.01},
-                     "cnn_medium": {"arch": "cnn_medium", "epochs": 3, "batch_size": 32, "lr": 0.01}}
+    raw["models"] = {m: {"arch": m, "epochs": 3, "batch_size": 32, "lr": 0.01} for m in MODELS}
     repo = make_repo(tmp_path_factory.mktemp("pipeline"), raw)
     run(["dvc", "repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -34,21 +51,33 @@ def repo(tmp_path_factory):
 
 
 def test_repro_produces_every_declared_output(repo):
-    for model in ("cnn_simple", "cnn_medium"):
+    for model in MODELS:
         assert (repo / "models" / model / "model.pt").exists()
         evaluation = json.loads((repo / "metrics" / "eval" / f"{model}.json").read_text())
-        assert evaluation["n"] > 0 and evaluation["accuracy"] > 0.4  # 4 classes: chance is 0.25
+        assert evaluation["accuracy"] > 0.4 and evaluation["train_seconds"] > 0  # 4 classes: chance is 0.25
+        report = json.loads((repo / "plots" / "eval" / model / "report.json").read_text())
+        assert report["n"] > 0 and report["accuracy"] == evaluation["accuracy"] and "top3_accuracy" in report
         assert (repo / "plots" / "eval" / model / "confusion.png").stat().st_size > 1000
         assert (repo / "dvclive" / model / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
     ensemble = json.loads((repo / "metrics" / "ensemble.json").read_text())
-    assert set(ensemble["test_accuracy"]) >= {"hard_vote", "soft_vote", "weighted_vote", "oracle"}
-    assert ensemble["test_accuracy"]["oracle"] >= max(ensemble["test_accuracy"][m] for m in ("cnn_simple", "cnn_medium"))
-    bench = json.loads((repo / "metrics" / "benchmark.json").read_text())
+    record = json.loads((repo / "reports" / "ensemble.json").read_text())  # what predict serves
+    assert list(ensemble) == [*VOTES, "chosen_vote"] and ensemble["chosen_vote"] == record["chosen_vote"]
+    assert ensemble["oracle"] == record["test_accuracy"]["oracle"] >= max(record["test_accuracy"][m] for m in MODELS)
+    bench = json.loads((repo / "reports" / "benchmark.json").read_text())
     assert bench["devices"]["cpu"].startswith("CPU") and {r["batch_size"] for r in bench["rows"]} == {16, 32}
+    assert json.loads((repo / "metrics" / "benchmark.json").read_text()) == {
+        "best_train_images_per_s": max(r["train_images_per_s"] for r in bench["rows"])}
+    curves = (repo / "plots" / "compare" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("epoch,model,val_accuracy,val_loss,train_accuracy,train_loss,lr")
+    epochs = sum(json.loads((repo / "metrics" / "train" / f"{m}.json").read_text())["epochs_run"] for m in MODELS)
+    assert len(curves) == 1 + epochs  # a row per model and epoch
     manifest = (repo / "data" / "raw" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 4 * 60
     split = json.loads((repo / "metrics" / "split.json").read_text())
     assert split["train"] + split["val"] + split["test"] == 4 * 60
+    assert json.loads((repo / "reports" / "split.json").read_text())["added"] == 4 * 60
+    assert json.loads((repo / "reports" / "scrape.json").read_text())["per_class"]
+    assert json.loads((repo / "reports" / "validate.json").read_text())["accepted_per_class"]
 
 
 def test_second_repro_is_a_no_op(repo):
@@ -70,7 +99,7 @@ def test_changing_one_model_reruns_only_what_depends_on_it(repo):
     experiment = shown[1]["experiments"][0]["revs"][0]["data"]
     changed = experiment["params"]["params.yaml"]["data"]["models"]["cnn_simple"]
     assert changed["lr"] == 0.02 and changed["label_smoothing"] == 0.05
-    for metrics_file in ("metrics/eval/cnn_simple.json", "metrics/ensemble.json", "metrics/train/cnn_medium.json"):
+    for metrics_file in ("metrics/eval/cnn_simple.json", "metrics/ensemble.json", "metrics/eval/cnn_medium.json"):
         assert metrics_file in experiment["metrics"]
 
 
@@ -82,3 +111,86 @@ def test_queued_experiment_is_tracked_in_the_main_mlflow_store(repo):
     new = [r for r in after if r not in before]
     assert any(name.startswith("cnn_medium@") and status == "FINISHED" for name, status in new), after
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def metric_columns(data: dict) -> set[str]:
+    """`path:key` (nested keys joined by dots) of every value in the metrics files of one
+    `dvc exp show --json` revision: the metric columns of `dvc exp show`."""
+    def leaves(value, name: str) -> set[str]:
+        if isinstance(value, dict):
+            return set().union(*(leaves(v, f"{name}.{k}") for k, v in value.items()))
+        return {name}
+    return set().union(*(leaves(v, f"{path}:{k}") for path, entry in (data.get("metrics") or {}).items()
+                         for k, v in ((entry or {}).get("data") or {}).items()))
+
+
+def test_exp_show_has_a_column_per_headline_number_only(repo):
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    revisions = [entry["data"] for entry in shown] + \
+                [e["revs"][0]["data"] for entry in shown for e in entry.get("experiments") or []]
+    columns = set().union(*map(metric_columns, revisions))
+    assert len(columns) == FIXED_METRIC_COLUMNS + METRIC_COLUMNS_PER_MODEL * len(MODELS), sorted(columns)
+    assert {f"metrics/eval/{m}.json:{k}" for m in MODELS for k in ("accuracy", "macro_f1", "ece", "train_seconds")} \
+        <= columns
+    assert FIXED_METRIC_COLUMNS + METRIC_COLUMNS_PER_MODEL * DEFAULT_MODELS <= 25
+
+
+def plots_json(repo: Path, *command: str) -> dict:
+    """`dvc plots ... --json`, refusing DVC's warning about plots it could not load."""
+    proc = run(["dvc", "plots", *command, "--json"], repo)
+    assert "failed to load" not in proc.stdout + proc.stderr, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    return shown["data"]
+
+
+def series(plot: list[dict], field: str) -> dict[str, set[str]]:
+    """{revision: values of `field`} in a rendered vega plot's data."""
+    out: dict[str, set[str]] = {}
+    for row in plot[0]["content"]["data"]["values"]:
+        out.setdefault(row["rev"], set()).add(row[field])
+    return out
+
+
+def test_plots_show_draws_a_line_per_model_without_warnings(repo):
+    plots = plots_json(repo, "show")
+    vega = {name for name, items in plots.items() if items[0]["type"] == "vega"}
+    images = {name for name, items in plots.items() if items[0]["type"] == "image"}
+    assert len(vega) == FIXED_CHARTS + CHARTS_PER_MODEL * len(MODELS), sorted(vega)
+    assert len(images) == FIXED_IMAGES + IMAGES_PER_MODEL * len(MODELS), sorted(images)
+    for name in COMBINED_CURVES:
+        assert list(series(plots[name], "model").values()) == [set(MODELS)], name  # one chart, a line per model
+    for name in THROUGHPUTS:
+        assert list(series(plots[name], "arch_device").values()) == [{"cnn_simple@cpu"}], name
+
+
+def an_experiment(repo: Path) -> str:
+    """The name of an experiment of HEAD (the module's earlier tests run some); one is run if none is."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    names = [e["name"] for entry in shown for e in entry.get("experiments") or [] if e.get("name")]
+    if not names:
+        run(["dvc", "exp", "run", "-n", "plots-lr", "-S", "models.cnn_simple.lr=0.02"], repo)
+        return "plots-lr"
+    return names[0]
+
+
+def test_plots_diff_shows_both_revisions_in_the_combined_charts(repo):
+    experiment = an_experiment(repo)
+    plots = plots_json(repo, "diff", "HEAD", experiment)
+    for name in COMBINED_CURVES:
+        by_rev = series(plots[name], "model")
+        assert len(by_rev) == 2 and all(models == set(MODELS) for models in by_rev.values()), (name, by_rev)
+
+
+@needs_chromium
+@needs_node_modules
+def test_the_plots_page_draws_every_chart_offline(repo, tmp_path):
+    """The real dvc.yaml's page in headless Chromium with no network; screenshots for people to look at."""
+    page = offline_page(repo, "plots_page")
+    dom = chromium(page, tmp_path, "--dump-dom")
+    assert drawn_charts(dom) == FIXED_CHARTS + CHARTS_PER_MODEL * len(MODELS)
+    assert all(f">{m}</text>" in dom for m in MODELS)  # legend entries (and the ensemble's bars)
+    chromium(page, tmp_path, "--screenshot=/tmp/dvc_plots.png", "--window-size=1400,5200")
+    diff = offline_page(repo, "plots_diff", "diff", "HEAD", an_experiment(repo))
+    assert drawn_charts(chromium(diff, tmp_path, "--dump-dom")) == FIXED_CHARTS + CHARTS_PER_MODEL * len(MODELS)
+    chromium(diff, tmp_path, "--screenshot=/tmp/dvc_plots_diff.png", "--window-size=1400,5200")

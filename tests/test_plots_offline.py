@@ -23,12 +23,12 @@ def node_modules():
 
 
 @pytest.fixture
-def chromium():
+def chromium_installed():  # not `chromium`: that name is the function below, which would hide the fixture
     require(CHROMIUM.exists(), "/usr/bin/chromium (Debian's chromium)")
 
 
 needs_node_modules = pytest.mark.usefixtures("node_modules")
-needs_chromium = pytest.mark.usefixtures("chromium")
+needs_chromium = pytest.mark.usefixtures("chromium_installed")
 AXIS_TITLES = ("loss", "method", "actual")  # one per vega plot below: text only a drawn chart has
 DVC_YAML = """\
 plots:
@@ -68,16 +68,22 @@ def make_plots_repo(repo: Path) -> None:
     (repo / "dvc.yaml").write_text(DVC_YAML)
 
 
+def offline_page(repo: Path, out: str, *command: str) -> Path:
+    """`dvc plots show` (or another `dvc plots` command) rendered with the offline template, set in
+    .dvc/config.local as the Makefile sets it; returns the page."""
+    plots_template.build_template(NODE_MODULES, repo / ".dvc" / "plots" / "offline.html")
+    dvc(repo, "config", "--local", "plots.html_template", "plots/offline.html")
+    dvc(repo, "plots", *(command or ("show",)), "-o", out)
+    return repo / out / "index.html"
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     """{"default": DVC's own page, "offline": the page with our template set in .dvc/config.local}."""
     repo = tmp_path_factory.mktemp("plots_repo")
     make_plots_repo(repo)
     dvc(repo, "plots", "show", "-o", "default")
-    plots_template.build_template(NODE_MODULES, repo / ".dvc" / "plots" / "offline.html")
-    dvc(repo, "config", "--local", "plots.html_template", "plots/offline.html")  # as the Makefile sets it
-    dvc(repo, "plots", "show", "-o", "offline")
-    return {name: repo / name / "index.html" for name in ("default", "offline")}
+    return {"default": repo / "default" / "index.html", "offline": offline_page(repo, "offline")}
 
 
 def chromium(page: Path, tmp_path: Path, *args: str) -> str:
