@@ -31,7 +31,7 @@ def copy_repository(dst: Path) -> None:
                              capture_output=True, text=True, check=True).stdout.split()
     for name in tracked:
         source = REPO / name
-        if source.is_file() and not name.startswith(("tests/", "metrics/", "plots/", "dvclive/")) \
+        if source.is_file() and not name.startswith(("tests/", "metrics/", "reports/", "plots/", "dvclive/")) \
                 and name != "dvc.lock":
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dst / name)
