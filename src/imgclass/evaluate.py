@@ -152,13 +152,14 @@ def scalar_metrics(metrics: dict) -> dict:
 
 def report_table(metrics: dict, classes: list[str]) -> str:
     """The per-class report as a plain-text table."""
-    lines = [f"{'class':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}{'bias':>9}"]
+    width = max(16, *(len(c) + 2 for c in classes))  # long class names widen the column, not shift it
+    lines = [f"{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}{'bias':>9}"]
     for c in classes:
         r = metrics["per_class"][c]
-        lines.append(f"{c:<16}{r['precision']:>10.3f}{r['recall']:>10.3f}{r['f1-score']:>10.3f}"
+        lines.append(f"{c:<{width}}{r['precision']:>10.3f}{r['recall']:>10.3f}{r['f1-score']:>10.3f}"
                      f"{int(r['support']):>9d}{r['mean_bias_error']:>+9.3f}")
-    lines.append(f"{'accuracy':<16}{metrics['accuracy']:>40.3f}")
-    lines.append(f"{'macro f1':<16}{metrics['macro_f1']:>40.3f}")
+    lines.append(f"{'accuracy':<{width}}{metrics['accuracy']:>40.3f}")
+    lines.append(f"{'macro f1':<{width}}{metrics['macro_f1']:>40.3f}")
     if "positive_class" in metrics:
         lines.append(f"positive class {metrics['positive_class']!r}: predicted when p > {metrics['threshold']}; "
                      f"ROC AUC {_maybe(metrics['roc_auc'])}, average precision {_maybe(metrics['average_precision'])}")
