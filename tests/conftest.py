@@ -47,17 +47,12 @@ def tiny_params_dict(**overrides) -> dict:
     return copy.deepcopy(raw)
 
 
-@pytest.fixture(scope="session")
-def fashion_split(tmp_path_factory):
-    """(params, split_dir): 4 Fashion-MNIST classes x 60 images, split and cached at 28 px."""
-    require_fashion()
+def make_split(params, root: Path) -> Path:
+    """root/raw (PNGs) and root/split (csv + uint8 cache), as the scrape and split stages write them."""
     from imgclass import files, sources
-    from imgclass.params import parse_params
     from imgclass.preprocess import Preprocessing
     from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, save_array
 
-    root = tmp_path_factory.mktemp("fashion")
-    params = parse_params(tiny_params_dict())
     rows = sources.collect(params, root / "raw")
     split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
     splits = assign_splits(split_rows, params.split, params.seed)
@@ -65,4 +60,14 @@ def fashion_split(tmp_path_factory):
     for name in SPLITS:
         save_array(root / "split" / f"{name}.npy", build_cache([root / "raw" / r["path"] for r in splits[name]], prep))
         files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
-    return params, root / "split"
+    return root / "split"
+
+
+@pytest.fixture(scope="session")
+def fashion_split(tmp_path_factory):
+    """(params, split_dir): 4 Fashion-MNIST classes x 60 images, split and cached at 28 px."""
+    require_fashion()
+    from imgclass.params import parse_params
+
+    params = parse_params(tiny_params_dict())
+    return params, make_split(params, tmp_path_factory.mktemp("fashion"))

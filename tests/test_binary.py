@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import runpy
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ import torch
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from conftest import FASHION, REPO, tiny_params_dict
+from conftest import REPO, make_split, require_fashion, tiny_params_dict
 from imgclass import cli, explain, files
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import classification_metrics, predict_probs
@@ -31,22 +30,6 @@ def binary_params_dict() -> dict:
     return raw
 
 
-def make_split(params, root: Path) -> Path:
-    """root/raw (PNGs) and root/split (csv + uint8 cache), as the scrape and split stages write them."""
-    from imgclass import sources
-    from imgclass.preprocess import Preprocessing
-    from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, save_array
-
-    rows = sources.collect(params, root / "raw")
-    split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
-    splits = assign_splits(split_rows, params.split, params.seed)
-    prep = Preprocessing(params.image_size, params.image_size)
-    for name in SPLITS:
-        save_array(root / "split" / f"{name}.npy", build_cache([root / "raw" / r["path"] for r in splits[name]], prep))
-        files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
-    return root / "split"
-
-
 def run_stage(script: str, *args: str) -> int:
     """A stage's main() in this process (the working directory is the project)."""
     return runpy.run_path(str(REPO / "stages" / script))["main"](*args)
@@ -56,8 +39,7 @@ def run_stage(script: str, *args: str) -> int:
 def project(tmp_path_factory):
     """A project folder after train@a, train@b, evaluate@a, evaluate@b and ensemble on sneaker vs bag;
     the working directory stays inside it."""
-    if not FASHION.exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
+    require_fashion()
     from imgclass.params import parse_params
     from imgclass.train import train
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FASHION, tiny_params_dict
+from conftest import make_split, require_fashion, tiny_params_dict
 from imgclass.checkpoint import load_trained
 from imgclass.losses import fit_temperature
 from imgclass.lr_find import lr_range_test
@@ -24,23 +24,11 @@ PAIR = ["sneaker", "bag"]
 @pytest.fixture(scope="module")
 def pair_split(tmp_path_factory):
     """(params, split_dir): sneaker vs bag, 80 Fashion-MNIST images each, split and cached at 28 px."""
-    if not FASHION.exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make setup installs it)")
-    from imgclass import files, sources
-    from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, save_array
-
-    root = tmp_path_factory.mktemp("pair")
+    require_fashion()
     raw = tiny_params_dict(classes=PAIR)
     raw["scrape"]["max_per_class"] = 80
     params = parse_params(raw)
-    rows = sources.collect(params, root / "raw")
-    split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
-    splits = assign_splits(split_rows, params.split, params.seed)
-    prep = Preprocessing(params.image_size, params.image_size)
-    for name in SPLITS:
-        save_array(root / "split" / f"{name}.npy", build_cache([root / "raw" / r["path"] for r in splits[name]], prep))
-        files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
-    return params, root / "split"
+    return params, make_split(params, tmp_path_factory.mktemp("pair"))
 
 
 def with_loss(params, loss: str):

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FASHION, TUXPAINT, require_fashion, require_tuxpaint
-from scratch_repo import make_repo, run, write_params
+from conftest import TUXPAINT, require_fashion, require_tuxpaint
+from scratch_repo import make_repo, run
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,4 @@
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, tiny_params_dict
 from imgclass import models
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
