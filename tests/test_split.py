@@ -235,7 +235,8 @@ def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypa
                                                      "moved_by_merge": 0}
     first = files.read_json("reports/split.json")
     assert first == {"train": 140, "val": 30, "test": 30, "previous": 0, "added": 200, "removed": 0, "moved": 0,
-                     "moved_by_merge": 0}
+                     "moved_by_merge": 0, "decisions": {"dropped": 0, "relabelled": 0, "auto_dropped": 0,
+                                                        "kept_over_auto": 0, "not_found": 0, "not_found_sha256": []}}
     before = {r["sha256"]: s for s in SPLITS for r in files.read_csv(f"data/split/{s}.csv")}
 
     write_clean_tree(tmp_path, 110)
