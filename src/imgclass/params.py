@@ -96,6 +96,44 @@ class SplitParams(Section):
         return self
 
 
+# --- review -------------------------------------------------------------------------------------
+
+class ReviewParams(Section):
+    """Out-of-sample checks of data/clean before the split: wrong labels, off-topic images,
+    near-duplicates across classes, low-quality images (review.py). Scores are in [0, 1], higher
+    meaning more suspicious; each `*_threshold` flags an issue, each `drop_*` (stricter) auto-drops."""
+    model: str = "efficientnet_lite0"  # a registry architecture with pretrained weights: the embedding backbone
+    image_size: int = Field(64, ge=16, le=512)  # images are squashed to this size before embedding
+    hflip: bool = False       # average each embedding with its mirror image's (twice the embedding time)
+    batch_size: int = Field(128, ge=1)
+    folds: int = Field(5, ge=2)  # k-fold cross-validation: no image is scored by a model that saw its label
+    pca: Optional[int] = Field(128, ge=2)  # components kept before the classifiers (unsupervised); null = none
+    classifier: Literal["logistic", "knn", "logistic+knn"] = "logistic+knn"  # probabilities averaged
+    knn: int = Field(10, ge=1)  # neighbours for the kNN classifier and for the outlier distance
+    label_threshold: float = Field(0.5, ge=0, le=1)      # 1 - p(given class), when cleanlab also flags it
+    outlier_threshold: float = Field(0.8, ge=0, le=1)    # 1 - cleanlab's out-of-distribution score
+    # Cosine distance between embeddings at or below which two images are near-duplicates; null = off.
+    near_duplicate_distance: Optional[float] = Field(0.02, ge=0, le=2)
+    low_quality_threshold: float = Field(0.7, ge=0, le=1)  # 1 - cleanvision's dark/blurry/low-information score
+    imbalance_ratio: float = Field(0.2, gt=0, le=1)  # a class below this fraction of the largest one is flagged
+    auto_drop: Literal["none", "outliers", "label", "all"] = "none"  # all = label + outliers + low quality
+    drop_label_score: float = Field(0.9, ge=0, le=1)
+    drop_outlier_score: float = Field(0.95, ge=0, le=1)
+    drop_low_quality_score: float = Field(0.9, ge=0, le=1)
+
+    @field_validator("model")
+    @classmethod
+    def _pretrained_backbone(cls, model: str) -> str:
+        from imgclass.models import ARCHITECTURES  # late import: models imports torch
+
+        pretrained = sorted(a for a, family in ARCHITECTURES.items() if family != "scratch")
+        if model not in ARCHITECTURES:
+            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(pretrained)}")
+        if model not in pretrained:
+            raise ValueError(f"{model} has no pretrained weights to embed with; choose one of {', '.join(pretrained)}")
+        return model
+
+
 # --- models -----------------------------------------------------------------------------------
 
 class Augment(Section):
@@ -139,8 +177,15 @@ class ModelParams(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "none"
+    # 2 classes only: `one_logit` = one output u, class 1's score u and class 0's -u (with bce: the
+    # textbook sigmoid(u) for class 1); `two_logits` = one output per class, as for more classes.
+    binary_head: Literal["two_logits", "one_logit"] = "two_logits"
     freeze_epochs: int = Field(0, ge=0)  # > 0: a head-only phase first (on un-augmented images), then all
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
+    # BatchNorm when everything trains: `train` updates the running statistics from each batch;
+    # `frozen` keeps the pretrained ones (small batches of a few photos make noisy statistics);
+    # `auto` = frozen for pretrained weights, train for a network from scratch.
+    batchnorm: Literal["auto", "train", "frozen"] = "auto"
     dropout: float = Field(0.2, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
     amp: bool = False
@@ -207,6 +252,7 @@ class Params(Section):
     classes: list[str] = Field(min_length=2)
     scrape: ScrapeParams = ScrapeParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    review: ReviewParams = ReviewParams()
     split: SplitParams = SplitParams()
     models: dict[str, ModelParams] = Field(min_length=1)
     ensemble: EnsembleParams = EnsembleParams()

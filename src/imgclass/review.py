@@ -1,0 +1,288 @@
+"""Review a labelled image set for noise before it is split: `find_issues`.
+
+1. Embeddings (embeddings.py): a pretrained backbone's pooled features, L2-normalised, cached by sha256.
+2. Out-of-sample class probabilities: PCA (unsupervised, on all images), then k-fold cross-validation of
+   logistic regression and/or a cosine kNN vote, averaged. No image is scored by a model that saw its label.
+3. Issues, each with a score in [0, 1] where higher means more suspicious:
+   - label: cleanlab's confident learning (`find_label_issues`) flags it and 1 - p(given class) is at least
+     `label_threshold`; the suggested class is the most probable other class.
+   - outlier: 1 - cleanlab's `OutOfDistribution` score (average cosine distance to the k nearest
+     neighbours, scaled by its median) is at least `outlier_threshold`.
+   - near_duplicate: another image within `near_duplicate_distance` (cosine) in embedding space, in any
+     class; complements validate's perceptual hash (which sees pixels, not content).
+   - low_quality: dark, blurry or low-information (image_quality.py, cleanvision's measurements).
+   - class_imbalance: in the summary only (a class, not an image, has it).
+4. One suspicion ranking over label and outlier: 1 - p(given class) x cleanlab's OOD score, i.e. one minus
+   the chance that an image is both on-topic and correctly labelled.
+5. auto_drop: `none` | `outliers` | `label` | `all` (label + outliers + low quality), each with a stricter
+   `drop_*` score; every dropped image is listed with its reason.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from imgclass.embeddings import BackboneSpec, embed_images
+from imgclass.params import ReviewParams
+
+ISSUE_COLUMNS = ["path", "class", "sha256", "issue", "score", "suggested_class"]
+AUTO_DROP_COLUMNS = ["sha256", "path", "class", "issue", "score", "reason"]
+ISSUE_KINDS = ("label", "outlier", "near_duplicate", "low_quality")
+AUTO_DROP_ISSUES = {"none": (), "outliers": ("outlier",), "label": ("label",),
+                    "all": ("label", "outlier", "low_quality")}
+_SEED = 0  # folds and PCA are fixed: the same images give the same review
+
+
+@dataclass
+class ReviewResult:
+    issues: list[dict]        # ISSUE_COLUMNS minus path, plus `index` into the inputs; by issue, then score
+    ranking: list[int]        # every input index, most suspicious first (label + outlier)
+    auto_drop: list[dict]     # index, issue, score, reason; one row per dropped image
+    summary: dict             # counts for metrics and the review page
+    pred_probs: np.ndarray    # N x C out-of-sample probabilities, columns in `classes` order
+    suspicion: np.ndarray = field(default_factory=lambda: np.zeros(0))  # N: the score `ranking` sorts by
+
+
+def find_issues(images: list[Path], labels: list[str], sha256s: list[str], classes: list[str],
+                cfg: ReviewParams, cache_dir: Path | None, device: str = "cpu") -> ReviewResult:
+    """Review `images` (labelled `labels`, one of `classes`); see the module docstring."""
+    y = _label_indices(images, labels, sha256s, classes)
+    seconds = {}
+    start = time.perf_counter()
+    spec = BackboneSpec(cfg.model, cfg.image_size, cfg.hflip)
+    emb = embed_images(images, sha256s, spec, cache_dir, device, cfg.batch_size)
+    seconds["embed"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    reduced = reduce_dimensions(emb.features, cfg.pca)
+    pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg)
+    seconds["cv"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    label = label_scores(y, pred_probs)
+    outlier = outlier_scores(emb.features, cfg.knn)
+    suspicion = 1.0 - label["p_given"] * (1.0 - outlier)
+    rows = (_label_rows(y, pred_probs, label, classes, cfg)
+            + _outlier_rows(y, outlier, classes, cfg)
+            + _near_duplicate_rows(y, emb.features, classes, cfg)
+            + _low_quality_rows(images, y, classes, cfg, quality_kinds := {}))
+    for row in rows:
+        row["sha256"] = sha256s[row["index"]]
+    drops = choose_auto_drop(rows, cfg, quality_kinds)
+    ranking = [int(i) for i in np.lexsort((np.arange(len(y)), -suspicion))]  # ties: input order
+    seconds["issues"] = time.perf_counter() - start
+
+    summary = summarise(y, rows, drops, classes, pred_probs, cfg)
+    summary["embedded"] = emb.embedded
+    summary["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
+    return ReviewResult(issues=rows, ranking=ranking, auto_drop=drops, summary=summary,
+                        pred_probs=pred_probs, suspicion=suspicion)
+
+
+def _label_indices(images: Sequence[Path], labels: Sequence[str], sha256s: Sequence[str],
+                   classes: Sequence[str]) -> np.ndarray:
+    if not (len(images) == len(labels) == len(sha256s)):
+        raise ValueError(f"review: {len(images)} images, {len(labels)} labels and {len(sha256s)} sha256s differ")
+    if len(classes) < 2:
+        raise ValueError("review: needs at least 2 classes")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValueError(f"review: label {unknown[0]!r} is not one of the classes {', '.join(classes)}")
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise ValueError("review: the images span fewer than 2 classes; nothing to cross-validate")
+    return np.array([index[name] for name in labels], dtype=int)
+
+
+# --- probabilities --------------------------------------------------------------------------------
+
+def reduce_dimensions(features: np.ndarray, components: Optional[int]) -> np.ndarray:
+    """PCA to `components` (never more than the data supports), rows L2-normalised again for cosine kNN."""
+    from sklearn.decomposition import PCA
+
+    reduced = features
+    keep = min(components or features.shape[1], features.shape[0] - 1, features.shape[1])
+    if components and keep < features.shape[1]:
+        reduced = PCA(n_components=keep, random_state=_SEED).fit_transform(features)
+    return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
+
+
+def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: ReviewParams) -> np.ndarray:
+    """N x n_classes probabilities, each row from models fitted on the other folds only."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = max(2, min(cfg.folds, int(np.bincount(y).max())))
+    probs = np.zeros((len(y), n_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=_SEED).split(x, y))
+    for train, held_out in splits:
+        parts = []
+        if "logistic" in cfg.classifier:
+            parts.append(_logistic_probabilities(x[train], y[train], x[held_out], n_classes))
+        if "knn" in cfg.classifier:
+            parts.append(_knn_probabilities(x[train], y[train], x[held_out], n_classes, cfg.knn))
+        probs[held_out] = np.mean(parts, axis=0)
+    return probs
+
+
+def _logistic_probabilities(x_train, y_train, x_test, n_classes: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+
+    out = np.zeros((len(x_test), n_classes))
+    if len(np.unique(y_train)) < 2:  # one class in the training folds: it is all the model knows
+        out[:, y_train[0]] = 1.0
+        return out
+    # Unit-norm inputs are small: C=10 lets the model be confident where the classes separate.
+    model = LogisticRegression(C=10.0, max_iter=500, random_state=_SEED).fit(x_train, y_train)
+    out[:, model.classes_] = model.predict_proba(x_test)
+    return out
+
+
+def _knn_probabilities(x_train, y_train, x_test, n_classes: int, k: int) -> np.ndarray:
+    """Similarity-weighted vote of the k nearest training images (cosine), smoothed so no class gets 0."""
+    k = min(k, len(x_train))
+    out = np.zeros((len(x_test), n_classes))
+    for start in range(0, len(x_test), 2048):  # bounded memory: 2048 x N_train similarities at a time
+        sims = x_test[start:start + 2048] @ x_train.T
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0, None) + 1e-6
+        votes = np.zeros((len(sims), n_classes))
+        np.add.at(votes, (np.repeat(np.arange(len(sims)), k), y_train[nearest].ravel()), weights.ravel())
+        out[start:start + len(sims)] = votes
+    out += 0.01  # a class no neighbour has is unlikely, not impossible
+    return out / out.sum(axis=1, keepdims=True)
+
+
+# --- scores ---------------------------------------------------------------------------------------
+
+def label_scores(y: np.ndarray, pred_probs: np.ndarray) -> dict:
+    """cleanlab's confident-learning flags, over the classes that have images (cleanlab needs each)."""
+    from cleanlab.filter import find_label_issues
+
+    present = np.unique(y)
+    remap = np.full(pred_probs.shape[1], -1)
+    remap[present] = np.arange(len(present))
+    sub = pred_probs[:, present]
+    sub = sub / np.maximum(sub.sum(axis=1, keepdims=True), 1e-12)
+    flagged = find_label_issues(labels=remap[y], pred_probs=sub, filter_by="prune_by_noise_rate",
+                                n_jobs=1) if len(present) > 1 else np.zeros(len(y), bool)
+    p_given = pred_probs[np.arange(len(y)), y]
+    return {"flagged": np.asarray(flagged, bool), "p_given": p_given}
+
+
+def outlier_scores(features: np.ndarray, k: int) -> np.ndarray:
+    """1 - cleanlab's OutOfDistribution score on the embeddings (k nearest neighbours, cosine)."""
+    from cleanlab.outlier import OutOfDistribution
+
+    if len(features) < 3:
+        return np.zeros(len(features))
+    k = min(k, len(features) - 1)
+    scores = OutOfDistribution(params={"k": k}).fit_score(features=features, verbose=False)
+    return 1.0 - np.asarray(scores, dtype=float)
+
+
+def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: float, suggested: str = "") -> dict:
+    return {"index": int(index), "class": classes[y[index]], "sha256": "", "issue": issue,
+            "score": round(float(score), 4), "suggested_class": suggested}
+
+
+def _label_rows(y, pred_probs, label: dict, classes, cfg: ReviewParams) -> list[dict]:
+    score = 1.0 - label["p_given"]
+    others = pred_probs.copy()
+    others[np.arange(len(y)), y] = -1.0  # the suggestion is never the given class
+    suggested = others.argmax(axis=1)
+    hits = np.flatnonzero(label["flagged"] & (score >= cfg.label_threshold))
+    return [_row(i, y, classes, "label", score[i], classes[suggested[i]])
+            for i in hits[np.argsort(-score[hits], kind="stable")]]
+
+
+def _outlier_rows(y, outlier: np.ndarray, classes, cfg: ReviewParams) -> list[dict]:
+    hits = np.flatnonzero(outlier >= cfg.outlier_threshold)
+    return [_row(i, y, classes, "outlier", outlier[i]) for i in hits[np.argsort(-outlier[hits], kind="stable")]]
+
+
+def near_duplicate_pairs(features: np.ndarray, max_distance: float) -> list[tuple[int, int, float]]:
+    """(i, j, cosine distance) for i < j within max_distance; features are unit rows."""
+    pairs = []
+    for start in range(0, len(features), 2048):
+        sims = features[start:start + 2048] @ features.T
+        rows, cols = np.nonzero(sims >= 1.0 - max_distance)
+        for r, c in zip(rows + start, cols):
+            if r < c:
+                pairs.append((int(r), int(c), float(max(0.0, 1.0 - sims[r - start, c]))))
+    return pairs
+
+
+def _near_duplicate_rows(y, features, classes, cfg: ReviewParams) -> list[dict]:
+    """One row per image that has a near-duplicate; score = 1 - its smallest distance (1 = identical)."""
+    if cfg.near_duplicate_distance is None:
+        return []
+    closest: dict[int, float] = {}
+    for i, j, distance in near_duplicate_pairs(features, cfg.near_duplicate_distance):
+        for index in (i, j):
+            closest[index] = min(closest.get(index, 2.0), distance)
+    ordered = sorted(closest.items(), key=lambda item: (item[1], item[0]))
+    return [_row(i, y, classes, "near_duplicate", 1.0 - d) for i, d in ordered]
+
+
+def _low_quality_rows(images, y, classes, cfg: ReviewParams, kinds_out: dict[int, str]) -> list[dict]:
+    """Rows for dark/blurry/low-information images; `kinds_out` gets index -> kind (for the reason)."""
+    from imgclass import image_quality
+
+    severity = image_quality.severities([Path(p) for p in images])
+    worst, kinds = image_quality.worst_kind(severity)
+    hits = np.flatnonzero(worst >= cfg.low_quality_threshold)
+    kinds_out.update({int(i): kinds[i] for i in hits})
+    return [_row(i, y, classes, "low_quality", worst[i]) for i in hits[np.argsort(-worst[hits], kind="stable")]]
+
+
+# --- auto_drop and summary ------------------------------------------------------------------------
+
+def choose_auto_drop(rows: list[dict], cfg: ReviewParams, quality_kinds: Optional[dict[int, str]] = None) -> list[dict]:
+    """The rows `cfg.auto_drop` removes (score at least the issue's drop_* threshold), one per image."""
+    minimum = {"label": cfg.drop_label_score, "outlier": cfg.drop_outlier_score,
+               "low_quality": cfg.drop_low_quality_score}
+    chosen: dict[int, dict] = {}
+    for issue in AUTO_DROP_ISSUES[cfg.auto_drop]:
+        for row in rows:
+            if row["issue"] == issue and row["score"] >= minimum[issue] and row["index"] not in chosen:
+                chosen[row["index"]] = {"index": row["index"], "issue": issue, "score": row["score"],
+                                        "reason": _reason(row, minimum[issue], quality_kinds or {})}
+    return sorted(chosen.values(), key=lambda r: (-r["score"], r["index"]))
+
+
+def _reason(row: dict, minimum: float, quality_kinds: dict[int, str]) -> str:
+    if row["issue"] == "label":
+        return (f"label: p({row['class']}) = {1 - row['score']:.3f}, flagged by confident learning; "
+                f"looks like {row['suggested_class']} (score {row['score']:.3f} >= {minimum})")
+    if row["issue"] == "outlier":
+        return f"outlier: far from every class in embedding space (score {row['score']:.3f} >= {minimum})"
+    return f"low_quality: {quality_kinds.get(row['index'], 'dark, blurry or low information')} (score {row['score']:.3f} >= {minimum})"
+
+
+def summarise(y, rows, drops, classes, pred_probs, cfg: ReviewParams) -> dict:
+    counts = np.bincount(y, minlength=len(classes))
+    largest = int(counts.max())
+    flagged = [c for c, n in zip(classes, counts) if n < cfg.imbalance_ratio * largest]
+    by_class = {c: {k: 0 for k in ISSUE_KINDS} for c in classes}
+    for row in rows:
+        by_class[row["class"]][row["issue"]] += 1
+    return {
+        "images": int(len(y)),
+        "issues": {k: sum(1 for r in rows if r["issue"] == k) for k in ISSUE_KINDS},
+        "by_class": by_class,
+        "auto_drop_mode": cfg.auto_drop,
+        "auto_drop": {k: sum(1 for r in drops if r["issue"] == k) for k in ISSUE_KINDS if k != "near_duplicate"},
+        "cv_accuracy": round(float((pred_probs.argmax(axis=1) == y).mean()), 4),
+        "class_imbalance": {"counts": dict(zip(classes, counts.tolist())),
+                            "ratio": round(float(counts.min() / largest), 4), "flagged": flagged},
+    }
