@@ -31,26 +31,31 @@ def pair_split(tmp_path_factory):
     return params, make_split(params, tmp_path_factory.mktemp("pair"))
 
 
-def with_loss(params, loss: str):
+# name -> the model params that differ: each loss, and bce on one logit (models.SignedLogit)
+VARIANTS = {"cross_entropy": {"loss": "cross_entropy"}, "bce": {"loss": "bce"}, "multi_margin": {"loss": "multi_margin"},
+            "bce_one_logit": {"loss": "bce", "binary_head": "one_logit"}}
+
+
+def with_loss(params, variant: str):
     raw = params.model_dump(by_alias=True)
     # epochs: 2 as a user might write it; min_steps (default) makes it enough steps for 112 images.
-    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "batch_size": 16, "lr": 0.005, "loss": loss}}
+    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "batch_size": 16, "lr": 0.005, **VARIANTS[variant]}}
     return parse_params(raw)
 
 
 @pytest.fixture(scope="module")
 def trained(pair_split, tmp_path_factory):
-    """loss -> (model, meta, prep, test logits, test labels), each trained the same way."""
+    """variant -> (model, meta, prep, test logits, test labels, checkpoint), each trained the same way."""
     params, split_dir = pair_split
     out = {}
-    for loss in ("cross_entropy", "bce", "multi_margin"):
-        work = tmp_path_factory.mktemp(loss)
-        train("m", with_loss(params, loss), split_dir, work / "model", work / "resume", work / "live", track=False)
+    for variant in VARIANTS:
+        work = tmp_path_factory.mktemp(variant)
+        train("m", with_loss(params, variant), split_dir, work / "model", work / "resume", work / "live", track=False)
         model, meta, prep = load_trained(work / "model" / "model.pt")
         images, labels = load_split(split_dir, "test", PAIR)
         with torch.no_grad():
             logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
-        out[loss] = (model, meta, prep, logits, torch.from_numpy(labels))
+        out[variant] = (model, meta, prep, logits, torch.from_numpy(labels), work / "model" / "model.pt")
     return out
 
 
@@ -60,16 +65,16 @@ def accuracy(logits, labels) -> float:
 
 @pytest.mark.parametrize("loss", ["bce", "multi_margin"])
 def test_bce_and_hinge_reach_cross_entropy_accuracy_on_a_separable_pair(trained, loss):
-    reference = accuracy(*trained["cross_entropy"][3:])
+    reference = accuracy(*trained["cross_entropy"][3:5])
     assert reference >= 0.9
-    assert accuracy(*trained[loss][3:]) >= reference - 0.05
+    assert accuracy(*trained[loss][3:5]) >= reference - 0.05
 
 
 def test_each_loss_saves_how_its_logits_become_probabilities(trained):
     assert trained["cross_entropy"][2].output == "softmax" and trained["cross_entropy"][2].temperature == 1.0
     assert trained["bce"][2].output == "sigmoid" and trained["bce"][2].temperature == 1.0
     assert trained["multi_margin"][2].output == "softmax" and trained["multi_margin"][2].temperature != 1.0
-    for loss, (_, meta, prep, logits, _) in trained.items():
+    for loss, (_, meta, prep, logits, _, _) in trained.items():
         assert meta["preprocessing"]["output"] == prep.output
         probs = prep.probabilities(logits)
         assert torch.allclose(probs.sum(dim=1), torch.ones(len(probs)))
@@ -77,16 +82,63 @@ def test_each_loss_saves_how_its_logits_become_probabilities(trained):
 
 
 def test_bce_probabilities_are_the_per_class_sigmoids_it_trained(trained):
-    _, _, prep, logits, labels = trained["bce"]
+    _, _, prep, logits, labels, _ = trained["bce"]
     sigmoids = logits.sigmoid()
     assert torch.allclose(prep.probabilities(logits), sigmoids / sigmoids.sum(dim=1, keepdim=True), atol=1e-6)
     # A softmax over the same logits would be more confident than what the sigmoids say.
     assert logits.softmax(dim=1).max(dim=1).values.mean() > prep.probabilities(logits).max(dim=1).values.mean()
 
 
+def test_bce_on_one_logit_reaches_cross_entropy_accuracy(trained):
+    model, meta, prep, logits, labels, _ = trained["bce_one_logit"]
+    assert model.head.weight.shape[0] == 1  # the network has one output
+    assert meta["params"]["binary_head"] == "one_logit" and prep.output == "sigmoid"
+    assert accuracy(logits, labels) >= accuracy(*trained["cross_entropy"][3:5]) - 0.02
+
+
+def test_one_logit_probabilities_are_its_sigmoid_and_one_minus_it(trained):
+    _, _, prep, logits, _, _ = trained["bce_one_logit"]
+    u = logits[:, 1]
+    assert torch.equal(logits[:, 0], -u)  # the network's one output, given out as (-u, u)
+    probs = prep.probabilities(logits)
+    assert probs.shape == (len(u), 2)
+    assert torch.allclose(probs[:, 1], u.sigmoid(), atol=1e-6) and torch.allclose(probs[:, 0], 1 - u.sigmoid(), atol=1e-6)
+
+
+def test_one_logit_predict_and_export_agree_and_feed_the_soft_vote(trained, pair_split, tmp_path):
+    from imgclass.ensemble import apply_vote
+    from imgclass.evaluate import predict_probs
+    from imgclass.export import export_model
+
+    ort = pytest.importorskip("onnxruntime")
+    _, split_dir = pair_split
+    images, labels = load_split(split_dir, "test", PAIR)
+    checkpoint = trained["bce_one_logit"][5]
+    model, _, prep = load_trained(checkpoint)
+    one_logit = predict_probs(model, prep, images)
+    two_logits = predict_probs(trained["bce"][0], trained["bce"][2], images)
+    assert one_logit.shape == two_logits.shape == (len(labels), 2)
+    x = prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)).numpy()
+    scripted = torch.jit.load(str(export_model(checkpoint, "torchscript", tmp_path / "m.pt")))
+    assert np.allclose(scripted(torch.from_numpy(x)).detach().numpy(), one_logit, atol=1e-5)
+    session = ort.InferenceSession(str(export_model(checkpoint, "onnx", tmp_path / "m.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"input": x})[0], one_logit, atol=1e-4)
+    scores, predicted = apply_vote("soft_vote", np.stack([one_logit, two_logits]))
+    assert np.allclose(scores, (one_logit + two_logits) / 2) and np.allclose(scores.sum(axis=1), 1, atol=1e-5)
+    assert (predicted == labels).mean() >= 0.9
+
+
+def test_one_logit_needs_two_classes():
+    from imgclass.models import build_model
+
+    with pytest.raises(ValueError, match="one_logit needs exactly 2 classes, not 3"):
+        build_model("cnn_simple", 3, binary_head="one_logit")
+
+
 def test_hinge_temperature_is_fitted_on_the_validation_split(trained, pair_split):
     _, split_dir = pair_split
-    model, _, prep, _, _ = trained["multi_margin"]
+    model, _, prep, _, _, _ = trained["multi_margin"]
     images, labels = load_split(split_dir, "val", PAIR)
     with torch.no_grad():
         logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))

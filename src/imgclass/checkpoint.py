@@ -24,6 +24,7 @@ def load_trained(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Mod
         raise FileNotFoundError(f"{path}: no trained model; run `dvc repro` (or the train stage) first")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     meta = saved["meta"]
-    model = models.build_model(meta["arch"], len(meta["classes"]), "none", meta.get("dropout", 0.0))
+    model = models.build_model(meta["arch"], len(meta["classes"]), "none", meta.get("dropout", 0.0),
+                               meta.get("params", {}).get("binary_head", "two_logits"))
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), meta, Preprocessing.from_dict(meta["preprocessing"])

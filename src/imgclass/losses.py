@@ -58,7 +58,10 @@ def mse(weight=None, **_) -> LossFn:
 def bce(weight=None, **_) -> LossFn:
     """One-vs-all binary cross-entropy on each class's logit (two logits for two classes): each
     sigmoid(logit) estimates one class's probability, so probabilities are the sigmoids renormalised
-    (output "sigmoid"), not a softmax, which would make them overconfident."""
+    (output "sigmoid"), not a softmax, which would make them overconfident. With one logit
+    (models.SignedLogit: columns -u and u) the two terms are the same binary cross-entropy of u, so the
+    loss is twice the textbook one (AdamW's steps do not depend on that scale) and the probabilities
+    are sigmoid(u) for class 1 and 1 - sigmoid(u) for class 0."""
     def loss(logits, y):
         soft = as_soft(y, logits.shape[1])
         per_sample = F.binary_cross_entropy_with_logits(logits, soft, reduction="none").sum(dim=1)

@@ -27,7 +27,8 @@ def lr_range_test(name: str, params: Params, split_dir: Path, start_lr: float = 
     device = resolve_device(params.device)
     images, labels = load_split(split_dir, "train", list(params.classes))
     prep = Preprocessing(params.image_size, params.input_size(name))
-    model = models.build_model(cfg.arch, len(params.classes), cfg.weights, cfg.dropout).to(device).train()
+    model = models.build_model(cfg.arch, len(params.classes), cfg.weights, cfg.dropout,
+                               cfg.binary_head).to(device).train()
     phase = Phase("frozen" if cfg.freeze_epochs else "unfrozen", 1)
     models.set_backbone_frozen(model, phase.name == "frozen")
     optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -62,15 +63,40 @@ ARCHITECTURES: dict[str, str] = {**{a: "scratch" for a in SCRATCH_WIDTHS},
                                  "efficientnet_lite0": "timm"}
 
 
-def build_model(arch: str, num_classes: int, weights: str = "none", dropout: float = 0.2) -> nn.Module:
-    """The network named `arch` with a fresh `num_classes` head, initialised from `weights`."""
+class SignedLogit(nn.Linear):
+    """A two-class head with one logit u, given out as the pair (-u, u): every loss and probability
+    mapping then sees two columns and reduces to the binary form (bce's sigmoids give class 1
+    sigmoid(u) and class 0 1 - sigmoid(u); softmax gives sigmoid(2u)), and whatever reads logits per
+    class (Grad-CAM, top losses, exports) needs no special case."""
+
+    def __init__(self, in_features: int):
+        super().__init__(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = F.linear(x, self.weight, self.bias)  # not super().forward: TorchScript cannot script it
+        return torch.cat([-u, u], dim=1)
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none", dropout: float = 0.2,
+                binary_head: str = "two_logits") -> nn.Module:
+    """The network named `arch` with a fresh `num_classes` head, initialised from `weights`.
+    binary_head `one_logit`: the head of a 2-class network is a SignedLogit."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-    family = ARCHITECTURES[arch]
+    if binary_head == "one_logit" and num_classes != 2:
+        raise ValueError(f"binary_head: one_logit needs exactly 2 classes, not {num_classes}")
     if weights not in ("none", "imagenet"):
-        model = build_model(arch, num_classes, "none", dropout)
+        model = build_model(arch, num_classes, "none", dropout, binary_head)
         load_checkpoint_weights(model, Path(weights))
         return model
+    model = _pretrained_or_fresh(arch, num_classes, weights, dropout)
+    if binary_head == "one_logit":
+        replace_head(model, num_classes, one_logit=True)
+    return model
+
+
+def _pretrained_or_fresh(arch: str, num_classes: int, weights: str, dropout: float) -> nn.Module:
+    family = ARCHITECTURES[arch]
     if family == "scratch":
         if weights == "imagenet":
             raise WeightsUnavailable(f"{arch} is a scratch network: no ImageNet weights; use weights: none")
@@ -149,12 +175,12 @@ def head_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def replace_head(model: nn.Module, num_classes: int) -> None:
+def replace_head(model: nn.Module, num_classes: int, one_logit: bool = False) -> None:
     name = head_name(model)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, attr)
-    setattr(parent, attr, nn.Linear(old.in_features, num_classes))
+    setattr(parent, attr, SignedLogit(old.in_features) if one_logit else nn.Linear(old.in_features, num_classes))
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -179,6 +205,14 @@ def apply_frozen_mode(model: nn.Module) -> None:
     for module in model.modules():
         if module is not head and any(True for _ in module.parameters(recurse=False)) and \
                 not any(p.requires_grad for p in module.parameters(recurse=False)):
+            module.eval()
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """BatchNorm layers normalise with their running statistics and stop updating them (their scale
+    and shift still train): call after `model.train()`."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
 
 

@@ -185,7 +185,7 @@ class ModelParams(Section):
     # BatchNorm when everything trains: `train` updates the running statistics from each batch;
     # `frozen` keeps the pretrained ones (small batches of a few photos make noisy statistics);
     # `auto` = frozen for pretrained weights, train for a network from scratch.
-    batchnorm: Literal["auto", "train", "frozen"] = "auto"
+    batchnorm: Literal["auto", "train", "frozen"] = "train"
     dropout: float = Field(0.2, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
     amp: bool = False

@@ -42,7 +42,7 @@ from imgclass.devices import resolve_device
 from imgclass.distributed import World, process_group
 from imgclass.losses import (NEEDS_TEMPERATURE, balanced_class_weights, fit_temperature, make_loss,
                              probability_output)
-from imgclass.params import ModelParams, Params
+from imgclass.params import ModelParams, Params, ParamsError
 from imgclass.preprocess import Preprocessing
 from imgclass.split import load_split
 from imgclass.tracking import Tracker
@@ -219,6 +219,8 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
     s.net(training).train(training)
     if training and frozen:
         models.apply_frozen_mode(s.model)
+    elif training and keeps_batchnorm_statistics(s.cfg):
+        models.freeze_batchnorm_statistics(s.model)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
         for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=2.0,
@@ -242,6 +244,14 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
             seen += len(labels)
     total_loss, correct, seen = s.world.sum([total_loss, correct, seen], s.device)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def keeps_batchnorm_statistics(cfg: ModelParams) -> bool:
+    """Whether BatchNorm keeps its running statistics while everything trains (`batchnorm`): a batch of
+    16 photos estimates them noisily, which makes the loss jump when a pretrained backbone unfreezes."""
+    if cfg.batchnorm == "auto":
+        return cfg.weights != "none"
+    return cfg.batchnorm == "frozen"
 
 
 def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
@@ -405,7 +415,9 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
     prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
                          output=probability_output(cfg.loss))
 
-    model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout).to(device)
+    if cfg.binary_head == "one_logit" and len(classes) != 2:
+        raise ParamsError(f"models.{name}.binary_head: one_logit needs exactly 2 classes; classes has {len(classes)}")
+    model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout, cfg.binary_head).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     weight = balanced_class_weights(train_y, len(classes)).to(device) if cfg.class_weights == "balanced" else None
