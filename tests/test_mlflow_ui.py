@@ -8,13 +8,11 @@ extra package, no port). The screenshot lands in the test's tmp dir and in /tmp/
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,103 +22,16 @@ import pytest
 import yaml
 from PIL import Image
 
+from chromium import CHROMIUM, Chromium, free_port
 from conftest import REPO, require
 from imgclass import tracking
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/mlflow_ui.png")
 ENSEMBLE = {"accuracy": 0.875, "chosen_vote": "soft_vote",
             "test_accuracy": {"cnn_a": 0.8125, "cnn_b": 0.75, "hard_vote": 0.8125, "soft_vote": 0.875,
                               "weighted_vote": 0.875, "oracle": 0.9375}}
 
 pytestmark = pytest.mark.slow
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol through --remote-debugging-pipe
-    (commands on fd 3, replies on fd 4, NUL-separated JSON)."""
-
-    def __init__(self, profile: Path, width: int, height: int):
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-
-        def pipes_on_fd_3_and_4() -> None:
-            # dup first: dup2 onto the same number would keep close-on-exec.
-            a, b = os.dup(to_browser_r), os.dup(from_browser_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        self.proc = subprocess.Popen(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-             f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"],
-            preexec_fn=pipes_on_fd_3_and_4, close_fds=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._buffer, self._last_id, self._session = b"", 0, None
-        page = next(t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page")
-        self._session = self.call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
-
-    def call(self, method: str, **params) -> dict:
-        self._last_id += 1
-        message = {"id": self._last_id, "method": method, "params": params}
-        if self._session:
-            message["sessionId"] = self._session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        while True:
-            while b"\0" not in self._buffer:
-                chunk = os.read(self._from_browser, 1 << 20)
-                assert chunk, "chromium closed the DevTools pipe"
-                self._buffer += chunk
-            raw, self._buffer = self._buffer.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._last_id:  # events and other replies are not ours
-                assert "error" not in reply, reply["error"]
-                return reply["result"]
-
-    def js(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 60.0):
-        """Poll a JS expression until it is truthy: the UI renders after its API calls return."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.js(expression)
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {expression}\npage text:\n{self.js('document.body.innerText')}")
-
-    def click(self, selector: str, text: str | None = None) -> None:
-        """A real mouse click at the centre of the first visible match (with `text`, exactly that text)."""
-        centre = self.wait_for(f"""(() => {{
-            const el = [...document.querySelectorAll({json.dumps(selector)})].find(e =>
-                e.getBoundingClientRect().width > 0 && ({json.dumps(text)} === null || e.innerText.trim() === {json.dumps(text)}));
-            if (!el) return null;
-            el.scrollIntoView({{block: 'center', inline: 'center'}});
-            const r = el.getBoundingClientRect();
-            return [r.x + r.width / 2, r.y + r.height / 2];
-        }})()""", timeout=20)
-        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=centre[0], y=centre[1], button="left", clickCount=1)
-
-    def press_escape(self) -> None:
-        for kind in ("keyDown", "keyUp"):
-            self.call("Input.dispatchKeyEvent", type=kind, key="Escape", code="Escape", windowsVirtualKeyCode=27)
-
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_store(project: Path) -> tuple[str, str]:
