@@ -47,7 +47,7 @@ def card(image: Path, given: str, issue: str, score: float, suggested: str = "",
 
 @pytest.fixture
 def cards(tmp_path) -> dict[str, dict]:
-    """Named cards: two label issues, an auto-dropped outlier, a near duplicate, a generated noisy image."""
+    """Named cards: label issues, an auto-dropped outlier, a near duplicate, a generated noisy image."""
     require_tuxpaint()
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(noise)
@@ -58,11 +58,16 @@ def cards(tmp_path) -> dict[str, dict]:
                      reason="outlier score > 0.8 <far from every class>"),
         "fox": card(MAMMALS / "dogs" / "fox.png", "dogs", "near_duplicate", 0.99, suggested=""),
         "noise": card(noise, "cats", "low_quality", 0.97, auto_drop=True, reason="blur & noise"),
+        **{path.stem: card(path, given, "label", score, suggested=suggested) for path, given, score, suggested in (
+            (MAMMALS / "dogs" / "dingo.png", "cats", 0.64, "dogs"),
+            (MAMMALS / "cats" / "lion.png", "dogs", 0.58, "cats"),
+            (MAMMALS / "bears" / "european-bear.png", "cats", 0.55, CLASSES[2]),
+            (MAMMALS / "cats" / "tiger_sumatran.png", "dogs", 0.52, "cats"))},
     }
 
 
-SUMMARY = {"by_issue": {"label": 2, "outlier": 1, "near_duplicate": 1, "low_quality": 1},
-           "by_class": {"cats": 3, "dogs": 2}, "class_imbalance": {"ratio": 1.5, "smallest": "dogs"}}
+SUMMARY = {"by_issue": {"label": 6, "outlier": 1, "near_duplicate": 1, "low_quality": 1},
+           "by_class": {"cats": 5, "dogs": 4}, "class_imbalance": {"ratio": 1.5, "smallest": "dogs"}}
 
 
 @pytest.fixture
@@ -74,7 +79,7 @@ def page(tmp_path, cards) -> Path:
 
 @pytest.fixture
 def browser(tmp_path, chromium_installed):
-    browser = Chromium(tmp_path / "chromium-profile", 1280, 860, *NO_NETWORK)
+    browser = Chromium(tmp_path / "chromium-profile", 1280, 900, *NO_NETWORK)
     browser.call("Network.enable")
     browser.call("Runtime.enable")
     browser.allow_downloads(tmp_path / "downloads")
@@ -130,7 +135,7 @@ def test_decisions_by_mouse_and_keyboard_export_as_labels_csv(page, cards, brows
     assert focused_sha(browser) == dog
     browser.press("3")
     assert state(browser, dog) == f"relabel → {CLASSES[2]}"
-    assert focused_sha(browser) == bear  # a decision moves on to the next card
+    assert focused_sha(browser) == cards["dingo"]["sha256"]  # a decision moves on to the next card
     # mouse: drop the tiger, keep the auto-dropped bear, and a note with a comma and quotes
     browser.click(f'.card[data-sha256="{tiger}"] button[data-act="drop"]')
     browser.click(f'.card[data-sha256="{bear}"] button[data-act="keep"]')

@@ -142,8 +142,8 @@ kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; background: #
 .cards { display: flex; flex-wrap: wrap; gap: .7em; align-items: flex-start; }
 .card { scroll-margin-top: 4em; width: 170px; padding: .5em; background: #fff; border: 3px solid #ddd; border-radius: 6px; font-size: .85em; }
 .card:focus-within { outline: 3px solid #f90; outline-offset: 1px; }
-.card img, .card .missing { display: block; margin: 0 auto .3em; max-width: 128px; max-height: 128px; }
-.card .missing { height: 64px; color: #a00; text-align: center; }
+.card img, .card .missing { display: block; margin: 0 auto .3em; width: 128px; height: 128px; object-fit: contain; }
+.card .missing { color: #a00; text-align: center; line-height: 128px; }
 .path { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: #555; }
 .badge { background: #c62828; color: #fff; border-radius: 3px; padding: 0 .3em; margin: .2em 0;
          overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
