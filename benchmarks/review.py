@@ -1,0 +1,432 @@
+"""Review (issue 14): does `imgclass.review.find_issues` find injected label noise and off-topic
+images, does its auto_drop remove them and little else, does cleaning give back the accuracy the noise
+took, and is it fast enough for the default 10,000 Fashion-MNIST images?
+
+    .venv/bin/python benchmarks/review.py [--seeds 0 1 2] [--skip-training] [--skip-timing]
+
+Data: the five tuxpaint photo classes of benchmarks/small_data.py (its mapping, photo stamps only),
+collected and validated as the stages do. Per seed (params `seed`: it moves the split and seeds
+training): split first with the clean labels; the test split stays clean and free of off-topic
+images. Then, in train + val only: flip 10% of the labels at random to another class, and add 5%
+off-topic images (half tuxpaint drawings from other categories - household, symbols, town -, half
+Fashion-MNIST items upscaled to 112 px so that they pass validate's min_size), each with a random
+class label. The review runs on that noisy train + val pool.
+
+Measured per seed:
+- recall@2x: injected errors (flips + off-topic) within the first 2 x (number injected) of `ranking`;
+- auto_drop precision and recall against the injected errors for each mode (outliers, label, all)
+  at the default thresholds, and a small sweep of the drop thresholds (mode `all`);
+- test accuracy (clean test labels) of efficientnet_lite0 as in examples/own_classes.yaml (cnn_simple
+  left out), trained three ways through `imgclass.train`: noisy, auto-cleaned (`--clean-mode`), clean;
+- once: `find_issues` on the default scrape (params.yaml: Fashion-MNIST, 1000 per class, train
+  subset) with a cold and a warm embedding cache.
+
+Goals: recall@2x >= 0.95; auto_drop precision >= 0.8; cleaning recovers >= half of the accuracy the
+noise cost; the 10k review <= 60 s on 2 cores. Prints a table and one JSON line; writes
+benchmarks/results/review.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_data import EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_validate, example_params, train_and_test  # noqa: E402
+
+from imgclass import files, sources  # noqa: E402
+from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
+from imgclass.preprocess import Preprocessing  # noqa: E402
+from imgclass.sources.fashion_mnist import find_files, read_idx  # noqa: E402
+from imgclass.split import SPLIT_FIELDS, assign_splits, build_cache, save_array  # noqa: E402
+from imgclass.validate import validate_tree  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "review.json"
+CLASSES = list(MAPPING)
+FLIP_RATE = 0.10
+OFFTOPIC_RATE = 0.05
+DRAWINGS = {"household": ["household/**/*.png"], "symbols": ["symbols/**/*.png"], "town": ["town/**/*.png"]}
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_ITEMS = 60      # the off-topic Fashion-MNIST pool (each seed samples from it)
+FASHION_SIZE = 112      # 28 px upscaled 4x: validate's min_size for photos is 64
+MODES = ("outliers", "label", "all")
+SWEEP = {"drop_label_score": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95], "drop_outlier_score": [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]}
+WIDE_FLAGS = {"label_threshold": 0.0, "outlier_threshold": 0.0}  # a second call flags every score: the sweep
+GOALS = {"recall_at_2x": 0.95, "drop_precision": 0.8, "recovered_fraction": 0.5, "seconds_10k": 60.0}
+BASELINE = {"recall_at_2x": "0.91-1.00", "precision": "0.57-0.75"}  # issue 14: plain confident learning
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def photo_rows(work: Path) -> list[dict]:
+    """The five photo classes after scrape + validate, as split rows with an absolute `file`."""
+    clean = work / "clean"
+    return [r | {"file": str(clean / r["path"])} for r in collect_and_validate(example_params(CLASSES, 0), work)]
+
+
+def offtopic_params() -> Params:
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["classes"] = list(DRAWINGS)
+    raw["scrape"] |= {"source": "folder", "max_per_class": 1000,
+                      "folder": {"root": str(STAMPS), "mapping": DRAWINGS}}
+    return parse_params(raw, source="off-topic drawings")
+
+
+def store_fashion_items(raw: Path, count: int) -> None:
+    """Fashion-MNIST training items (any class) as upscaled greyscale PNGs in raw/fashion."""
+    images_path, _ = find_files(FASHION_ROOT, "train")
+    images = read_idx(images_path)
+    for index in np.random.default_rng(14).choice(len(images), size=count, replace=False):
+        buffer = io.BytesIO()
+        Image.fromarray(images[index], mode="L").resize((FASHION_SIZE, FASHION_SIZE), Image.BICUBIC).save(buffer, "PNG")
+        sources.store_image(buffer.getvalue(), raw / "fashion", "png")
+
+
+def offtopic_rows(work: Path) -> dict[str, list[dict]]:
+    """Validated off-topic candidates by kind: `drawings` (other tuxpaint categories), `fashion`."""
+    params = offtopic_params()
+    sources.collect(params, work / "raw")
+    store_fashion_items(work / "raw", FASHION_ITEMS)
+    validate_tree(work / "raw", work / "clean", params.validate, [*DRAWINGS, "fashion"])
+    accepted = [r for r in files.read_csv(work / "clean" / "report.csv") if r["status"] == "ok"]
+    kind = lambda row: "fashion" if row["class"] == "fashion" else "drawings"  # noqa: E731
+    return {k: [{"file": str(work / "clean" / r["out"]), "sha256": r["sha256"]} for r in accepted if kind(r) == k]
+            for k in ("drawings", "fashion")}
+
+
+# --- noise ----------------------------------------------------------------------------------------
+
+def pool_item(row: dict, split: str) -> dict:
+    return {"file": row["file"], "sha256": row["sha256"], "group": row["group"], "split": split,
+            "label": row["label"], "true_label": row["label"], "kind": "clean"}
+
+
+def flip_labels(pool: list[dict], rng: np.random.Generator) -> None:
+    """FLIP_RATE of the pool gets a random other class."""
+    for i in rng.choice(len(pool), size=round(FLIP_RATE * len(pool)), replace=False):
+        others = [c for c in CLASSES if c != pool[i]["true_label"]]
+        pool[i] |= {"label": str(rng.choice(others)), "kind": "flipped"}
+
+
+def offtopic_items(offtopic: dict[str, list[dict]], count: int, val_share: float,
+                   rng: np.random.Generator) -> list[dict]:
+    """`count` off-topic images, half drawings and half Fashion-MNIST, random labels, train or val."""
+    per_kind = {"drawings": count - count // 2, "fashion": count // 2}
+    items = []
+    for kind, n in per_kind.items():
+        for i in rng.choice(len(offtopic[kind]), size=n, replace=False):
+            row = offtopic[kind][i]
+            items.append({"file": row["file"], "sha256": row["sha256"], "group": row["sha256"],
+                          "split": "val" if rng.random() < val_share else "train",
+                          "label": str(rng.choice(CLASSES)), "true_label": None, "kind": f"offtopic_{kind}"})
+    return items
+
+
+def noisy_pool(splits: dict[str, list[dict]], offtopic: dict[str, list[dict]], seed: int) -> list[dict]:
+    """Train + val with FLIP_RATE flipped labels and OFFTOPIC_RATE off-topic images added."""
+    rng = np.random.default_rng(seed)
+    pool = [pool_item(r, s) for s in ("train", "val") for r in splits[s]]
+    flip_labels(pool, rng)
+    val_share = len(splits["val"]) / (len(splits["train"]) + len(splits["val"]))
+    return pool + offtopic_items(offtopic, round(OFFTOPIC_RATE * len(pool)), val_share, rng)
+
+
+def injected(pool: list[dict]) -> set[int]:
+    return {i for i, item in enumerate(pool) if item["kind"] != "clean"}
+
+
+# --- review ---------------------------------------------------------------------------------------
+
+def run_review(pool: list[dict], cfg: ReviewParams, cache_dir: Path, classes: list[str] = CLASSES):
+    """find_issues on the pool as the review stage calls it; (result, seconds)."""
+    from imgclass.review import find_issues
+
+    started = time.perf_counter()
+    result = find_issues([Path(p["file"]) for p in pool], [p["label"] for p in pool], [p["sha256"] for p in pool],
+                         classes, cfg, cache_dir, device="cpu")
+    return result, round(time.perf_counter() - started, 2)
+
+
+def recall_at_2x(ranking: list[int], errors: set[int]) -> float:
+    top = set(list(ranking)[: 2 * len(errors)])
+    return round(len(top & errors) / len(errors), 4)
+
+
+def dropped_indices(result) -> set[int]:
+    return {int(row["index"]) for row in result.auto_drop}
+
+
+def drop_quality(dropped: set[int], errors: set[int], pool: list[dict]) -> dict:
+    """Precision and recall of the dropped set against the injected errors (flips and off-topic)."""
+    hits = dropped & errors
+    kinds = {k: sum(1 for i in hits if pool[i]["kind"].startswith(k)) for k in ("flipped", "offtopic")}
+    return {"dropped": len(dropped), "correct": len(hits),
+            "precision": round(len(hits) / len(dropped), 4) if dropped else None,
+            "recall": round(len(hits) / len(errors), 4), "flips_dropped": kinds["flipped"],
+            "offtopic_dropped": kinds["offtopic"]}
+
+
+def review_seed(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
+    """Ranking recall, auto_drop per mode and the threshold sweep for one noisy pool: one find_issues
+    call, then the library's own `choose_auto_drop` on its issues for every mode and threshold."""
+    from imgclass.review import choose_auto_drop
+
+    errors = injected(pool)
+    result, seconds = run_review(pool, base, cache_dir)
+    wide, _ = run_review(pool, base.model_copy(update=WIDE_FLAGS), cache_dir)  # every score, for the sweep
+    drops = lambda **update: {int(r["index"]) for r in choose_auto_drop(result.issues, base.model_copy(update=update))}  # noqa: E731
+    swept = lambda **update: {int(r["index"]) for r in choose_auto_drop(wide.issues, base.model_copy(update=update))}  # noqa: E731
+    out = {"images": len(pool), "injected": len(errors),
+           "flips": sum(1 for p in pool if p["kind"] == "flipped"),
+           "offtopic": sum(1 for p in pool if p["kind"].startswith("offtopic")),
+           "recall_at_2x": recall_at_2x(result.ranking, errors),
+           "recall_at_2x_flips": recall_at_2x_of(result.ranking, errors, pool, "flipped"),
+           "recall_at_2x_offtopic": recall_at_2x_of(result.ranking, errors, pool, "offtopic"),
+           "issues": issue_counts(result), "flagged": flag_quality(result, errors, pool),
+           "cv_accuracy": result.summary.get("cv_accuracy"), "review_seconds": seconds,
+           "drops": {mode: sorted(drops(auto_drop=mode)) for mode in MODES}}
+    out["modes"] = {mode: drop_quality(set(out["drops"][mode]), errors, pool) for mode in MODES}
+    out["sweep"] = [{key: value} | drop_quality(swept(auto_drop="all", **{key: value}), errors, pool)
+                    for key, values in SWEEP.items() for value in values]
+    out["score_quantiles"] = score_quantiles(wide, pool)
+    return out
+
+
+def score_quantiles(result, pool: list[dict]) -> dict:
+    """Where the injected errors' scores lie against the clean images' (median; clean: 95th percentile)."""
+    scores = {(int(r["index"]), r["issue"]): r["score"] for r in result.issues}
+    out = {}
+    for issue in ("label", "outlier"):
+        by_kind = {kind: [scores.get((i, issue), 0.0) for i, p in enumerate(pool) if p["kind"].startswith(kind)]
+                   for kind in ("clean", "flipped", "offtopic")}
+        out[issue] = {"clean_p95": round(float(np.percentile(by_kind["clean"], 95)), 3),
+                      "flipped_median": round(float(np.median(by_kind["flipped"])), 3),
+                      "offtopic_median": round(float(np.median(by_kind["offtopic"])), 3),
+                      "offtopic_min": round(float(np.min(by_kind["offtopic"])), 3)}
+    return out
+
+
+def flag_quality(result, errors: set[int], pool: list[dict]) -> dict:
+    """Precision/recall of the images flagged (label or outlier) at the flag thresholds: the review page."""
+    flagged = {int(r["index"]) for r in result.issues if r["issue"] in ("label", "outlier")}
+    return drop_quality(flagged, errors, pool)
+
+
+def recall_at_2x_of(ranking: list[int], errors: set[int], pool: list[dict], kind: str) -> float | None:
+    """Share of the errors of one kind within the same top 2 x (all injected) of the ranking."""
+    top = set(list(ranking)[: 2 * len(errors)])
+    of_kind = {i for i in errors if pool[i]["kind"].startswith(kind)}
+    return round(len(top & of_kind) / len(of_kind), 4) if of_kind else None
+
+
+def issue_counts(result) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in result.issues:
+        counts[row["issue"]] = counts.get(row["issue"], 0) + 1
+    return counts
+
+
+# --- training three ways --------------------------------------------------------------------------
+
+def training_params(seed: int) -> Params:
+    """examples/own_classes.yaml on the stamps (as small_data.py), with the pretrained model only."""
+    params = example_params(CLASSES, seed)
+    return params.model_copy(update={"models": {PRETRAINED: params.models[PRETRAINED]}})
+
+
+def write_split(split_dir: Path, rows_by_split: dict[str, list[dict]], prep: Preprocessing) -> dict[str, int]:
+    """The split stage's files from rows with `file` and `label`: CSV + decoded uint8 array."""
+    for name, rows in rows_by_split.items():
+        save_array(split_dir / f"{name}.npy", build_cache([Path(r["file"]) for r in rows], prep))
+        files.write_csv(split_dir / f"{name}.csv",
+                        [{"path": r["file"], "label": r["label"], "sha256": r["sha256"], "group": r["group"]}
+                         for r in rows], SPLIT_FIELDS)
+    return {name: len(rows) for name, rows in rows_by_split.items()}
+
+
+def training_sets(pool: list[dict], dropped: set[int], test: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """noisy (the pool as labelled), cleaned (minus auto_drop), clean (true labels, no off-topic)."""
+    kept = [p for i, p in enumerate(pool) if i not in dropped]
+    clean = [p | {"label": p["true_label"]} for p in pool if p["true_label"] is not None]
+    by_split = lambda items: {"train": [p for p in items if p["split"] == "train"],  # noqa: E731
+                              "val": [p for p in items if p["split"] == "val"], "test": test}
+    return {"noisy": by_split(pool), "cleaned": by_split(kept), "clean": by_split(clean)}
+
+
+def train_three_ways(pool: list[dict], dropped: set[int], test: list[dict], seed: int, work: Path) -> dict:
+    params = training_params(seed)
+    prep = Preprocessing(params.image_size, params.image_size)
+    out = {}
+    for name, rows_by_split in training_sets(pool, dropped, test).items():
+        sizes = write_split(work / name / "split", rows_by_split, prep)
+        out[name] = train_and_test(PRETRAINED, params, work / name / "split", work / name) | {"sizes": sizes}
+        print(f"  seed {seed} {name}: test {out[name]['test_accuracy']:.3f} in {out[name]['seconds']:.0f}s "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return out
+
+
+def recovered_fraction(accuracy: dict) -> float | None:
+    """(cleaned - noisy) / (clean - noisy): the share of the noise's cost that cleaning gave back."""
+    cost = accuracy["clean"] - accuracy["noisy"]
+    return round((accuracy["cleaned"] - accuracy["noisy"]) / cost, 3) if cost > 0 else None
+
+
+# --- time on the default scrape -------------------------------------------------------------------
+
+def time_default_scrape(work: Path) -> dict:
+    """find_issues on params.yaml's default data (10 x 1000 Fashion-MNIST), cold then warm cache."""
+    params = load_params(REPO / "params.yaml")
+    started = time.perf_counter()
+    sources.collect(params, work / "raw")
+    validate_tree(work / "raw", work / "clean", params.validate, params.classes)
+    prepared = round(time.perf_counter() - started, 1)
+    rows = [r for r in files.read_csv(work / "clean" / "report.csv") if r["status"] == "ok"]
+    pool = [{"file": str(work / "clean" / r["out"]), "label": r["class"], "sha256": r["sha256"]} for r in rows]
+    cold_result, cold = run_review(pool, params.review, work / "cache", list(params.classes))
+    warm_result, warm = run_review(pool, params.review, work / "cache", list(params.classes))
+    return {"images": len(pool), "scrape_validate_seconds": prepared, "cold_seconds": cold, "warm_seconds": warm,
+            "cold_parts": cold_result.summary["seconds"], "warm_parts": warm_result.summary["seconds"],
+            "issues": issue_counts(cold_result), "auto_drop": params.review.auto_drop,
+            "load_average": round(os.getloadavg()[0], 2)}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def median(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 4) if values else None
+
+
+def summarise(runs: list[dict], timing: dict | None, clean_mode: str) -> dict:
+    summary = {"recall_at_2x": median([r["review"]["recall_at_2x"] for r in runs]),
+               "modes": {m: {k: median([r["review"]["modes"][m][k] for r in runs]) for k in ("precision", "recall")}
+                         for m in MODES}}
+    trained = [r for r in runs if "accuracy" in r]
+    if trained:
+        summary["test_accuracy"] = {k: median([r["accuracy"][k] for r in trained]) for k in ("noisy", "cleaned", "clean")}
+        summary["recovered_fraction"] = median([recovered_fraction(r["accuracy"]) for r in trained])
+    summary["goals"] = goals_met(summary, timing, clean_mode)
+    return summary
+
+
+def goals_met(summary: dict, timing: dict | None, clean_mode: str) -> dict:
+    precision = summary["modes"][clean_mode]["precision"]
+    goals = {"recall_at_2x": summary["recall_at_2x"] >= GOALS["recall_at_2x"],
+             f"precision_{clean_mode}": precision is not None and precision >= GOALS["drop_precision"]}
+    if "recovered_fraction" in summary:
+        recovered = summary["recovered_fraction"]
+        goals["recovered_half"] = recovered is not None and recovered >= GOALS["recovered_fraction"]
+    if timing:
+        goals["seconds_10k"] = timing["cold_seconds"] <= GOALS["seconds_10k"]
+    return goals
+
+
+def print_tables(runs: list[dict], summary: dict, timing: dict | None) -> None:
+    print(f"\n{'seed':>4}{'imgs':>6}{'inj':>5}{'rec@2x':>8}{'flips':>7}{'off':>6}"
+          + "".join(f"{m + ' P/R (n)':>20}" for m in MODES) + f"{'noisy':>8}{'cleaned':>9}{'clean':>7}{'recov':>7}")
+    for r in runs:
+        rv = r["review"]
+        cells = "".join(f"{fmt(q['precision'])}/{fmt(q['recall'])} ({q['dropped']})".rjust(20)
+                        for q in (rv["modes"][m] for m in MODES))
+        acc = r.get("accuracy", {})
+        print(f"{r['seed']:>4}{rv['images']:>6}{rv['injected']:>5}{rv['recall_at_2x']:>8.3f}"
+              f"{fmt(rv['recall_at_2x_flips']):>7}{fmt(rv['recall_at_2x_offtopic']):>6}{cells}"
+              f"{fmt(acc.get('noisy')):>8}{fmt(acc.get('cleaned')):>9}{fmt(acc.get('clean')):>7}"
+              f"{fmt(recovered_fraction(acc) if acc else None):>7}")
+    print("sweep (mode all): threshold -> precision/recall per seed")
+    for j, point in enumerate(runs[0]["review"]["sweep"]):
+        key = next(k for k in SWEEP if k in point)
+        cells = "  ".join(f"{fmt(r['review']['sweep'][j]['precision'])}/{fmt(r['review']['sweep'][j]['recall'])}"
+                          for r in runs)
+        print(f"  {key}={point[key]:<5} {cells}")
+    print(f"medians: {json.dumps({k: v for k, v in summary.items() if k != 'goals'})}")
+    if timing:
+        print(f"10k Fashion-MNIST: {timing['images']} images, find_issues cold {timing['cold_seconds']:.1f}s, "
+              f"warm {timing['warm_seconds']:.1f}s (scrape + validate {timing['scrape_validate_seconds']:.0f}s)")
+    print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in summary["goals"].items()))
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def machine() -> dict:
+    return {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.is_available(), "load_average_start": round(os.getloadavg()[0], 2)}
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def run_seed(seed: int, photos: list[dict], offtopic: dict, base: ReviewParams, clean_mode: str,
+             train: bool, work: Path) -> dict:
+    splits = assign_splits(photos, example_params(CLASSES, seed).split, seed)
+    pool = noisy_pool(splits, offtopic, seed)
+    review = review_seed(pool, base, work / "embeddings")
+    print(f"seed {seed}: {review['injected']} injected of {review['images']}, recall@2x {review['recall_at_2x']:.3f}, "
+          + ", ".join(f"{m} P {fmt(q['precision'])} R {fmt(q['recall'])}" for m, q in review["modes"].items()),
+          flush=True)
+    run = {"seed": seed, "test_images": len(splits["test"]), "review": review}
+    if train:
+        dropped = set(review["drops"][clean_mode])
+        models = train_three_ways(pool, dropped, splits["test"], seed, work / f"seed{seed}")
+        run |= {"training": models, "accuracy": {k: m["test_accuracy"] for k, m in models.items()}}
+    return run
+
+
+def build_report(info: dict, base: ReviewParams, clean_mode: str, runs: list[dict], timing: dict | None) -> dict:
+    return {"benchmark": "review", "machine": info, "review_params": base.model_dump(), "clean_mode": clean_mode,
+            "noise": {"flip_rate": FLIP_RATE, "offtopic_rate": OFFTOPIC_RATE}, "goals": GOALS,
+            "baseline_issue_14": BASELINE, "runs": runs, "timing_10k": timing,
+            "summary": summarise(runs, timing, clean_mode), "load_average_end": round(os.getloadavg()[0], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--clean-mode", choices=MODES, default=None,
+                        help="auto_drop mode for the cleaned training set (default: review's default, or all)")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (on shared cores 1 thread can be several times faster than 2)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    base = ReviewParams()
+    clean_mode = args.clean_mode or (base.auto_drop if base.auto_drop != "none" else "all")
+    info = machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        photos = photo_rows(work / "photos")
+        offtopic = offtopic_rows(work / "offtopic")
+        print(f"{len(photos)} photos; off-topic pool: {len(offtopic['drawings'])} drawings, "
+              f"{len(offtopic['fashion'])} Fashion-MNIST items", flush=True)
+        timing = None if args.skip_timing else time_default_scrape(work / "fashion10k")
+        runs = []
+        for seed in args.seeds:
+            runs.append(run_seed(seed, photos, offtopic, base, clean_mode, not args.skip_training, work))
+            report = build_report(info, base, clean_mode, runs, timing)
+            files.write_json(args.out, report)  # after every seed: a cut-short run keeps what it measured
+    print_tables(runs, report["summary"], timing)
+    print(json.dumps({k: report[k] for k in ("benchmark", "clean_mode", "summary", "timing_10k")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
