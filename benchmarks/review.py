@@ -203,6 +203,7 @@ def review_seed(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
     out["sweep"] = [{key: value} | drop_quality(swept(auto_drop="all", **{key: value}), errors, pool)
                     for key, values in SWEEP.items() for value in values]
     out["score_quantiles"] = score_quantiles(wide, pool)
+    out["plain_baseline"] = plain_baseline(pool, base, cache_dir)
     return out
 
 
@@ -218,6 +219,23 @@ def score_quantiles(result, pool: list[dict]) -> dict:
                       "offtopic_median": round(float(np.median(by_kind["offtopic"])), 3),
                       "offtopic_min": round(float(np.min(by_kind["offtopic"])), 3)}
     return out
+
+
+def plain_baseline(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
+    """Issue 14's reference on the same pool: the same cached frozen features, 5-fold logistic
+    regression, cleanlab's find_label_issues; ranked by p(given class)."""
+    from imgclass.embeddings import BackboneSpec, embed_images
+    from imgclass.review import label_scores, out_of_sample_probabilities
+
+    cfg = base.model_copy(update={"classifier": "logistic", "folds": 5})
+    features = embed_images([Path(p["file"]) for p in pool], [p["sha256"] for p in pool],
+                            BackboneSpec(cfg.model, cfg.image_size, cfg.hflip), cache_dir, "cpu").features
+    y = np.array([CLASSES.index(p["label"]) for p in pool])
+    label = label_scores(y, out_of_sample_probabilities(features, y, len(CLASSES), cfg))
+    errors = injected(pool)
+    ranking = [int(i) for i in np.argsort(label["p_given"], kind="stable")]
+    return {"recall_at_2x": recall_at_2x(ranking, errors),
+            "flagged": drop_quality(set(np.flatnonzero(label["flagged"]).tolist()), errors, pool)}
 
 
 def flag_quality(result, errors: set[int], pool: list[dict]) -> dict:
@@ -347,6 +365,12 @@ def print_tables(runs: list[dict], summary: dict, timing: dict | None) -> None:
               f"{fmt(rv['recall_at_2x_flips']):>7}{fmt(rv['recall_at_2x_offtopic']):>6}{cells}"
               f"{fmt(acc.get('noisy')):>8}{fmt(acc.get('cleaned')):>9}{fmt(acc.get('clean')):>7}"
               f"{fmt(recovered_fraction(acc) if acc else None):>7}")
+    for r in runs:
+        rv, plain = r["review"], r["review"]["plain_baseline"]
+        print(f"seed {r['seed']}: flagged (label/outlier, review page) P/R {fmt(rv['flagged']['precision'])}/"
+              f"{fmt(rv['flagged']['recall'])} of {rv['flagged']['dropped']}; plain baseline on the same pool: "
+              f"recall@2x {plain['recall_at_2x']:.3f}, find_label_issues P/R {fmt(plain['flagged']['precision'])}/"
+              f"{fmt(plain['flagged']['recall'])} of {plain['flagged']['dropped']}")
     print("sweep (mode all): threshold -> precision/recall per seed")
     for j, point in enumerate(runs[0]["review"]["sweep"]):
         key = next(k for k in SWEEP if k in point)
