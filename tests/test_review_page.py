@@ -57,6 +57,7 @@ def cards(tmp_path) -> dict[str, dict]:
         "bear": card(MAMMALS / "bears" / "bear.png", "dogs", "outlier", 0.88, auto_drop=True,
                      reason="outlier score > 0.8 <far from every class>"),
         "fox": card(MAMMALS / "dogs" / "fox.png", "dogs", "near_duplicate", 0.99, suggested=""),
+        "dog again": card(MAMMALS / "dogs" / "dog.png", "cats", "near_duplicate", 0.40),  # one image, two issues
         "noise": card(noise, "cats", "low_quality", 0.97, auto_drop=True, reason="blur & noise"),
         **{path.stem: card(path, given, "label", score, suggested=suggested) for path, given, score, suggested in (
             (MAMMALS / "dogs" / "dingo.png", "cats", 0.64, "dogs"),
@@ -88,7 +89,11 @@ def browser(tmp_path, chromium_installed):
 
 
 def state(browser: Chromium, sha: str) -> str:
-    return browser.js(f"document.querySelector('.card[data-sha256=\"{sha}\"] .state').textContent")
+    """The state every card of the image shows (an image under two issues is one decision)."""
+    shown = set(browser.js(f"[...document.querySelectorAll('.card[data-sha256=\"{sha}\"] .state')]"
+                           ".map(e => e.textContent)"))
+    assert len(shown) == 1, shown
+    return shown.pop()
 
 
 def focused_sha(browser: Chromium) -> str | None:
@@ -135,6 +140,7 @@ def test_decisions_by_mouse_and_keyboard_export_as_labels_csv(page, cards, brows
     assert focused_sha(browser) == dog
     browser.press("3")
     assert state(browser, dog) == f"relabel → {CLASSES[2]}"
+    assert browser.js(f"document.querySelectorAll('.card[data-sha256=\"{dog}\"]').length") == 2
     assert focused_sha(browser) == cards["dingo"]["sha256"]  # a decision moves on to the next card
     # mouse: drop the tiger, keep the auto-dropped bear, and a note with a comma and quotes
     browser.click(f'.card[data-sha256="{tiger}"] button[data-act="drop"]')
@@ -186,13 +192,19 @@ def test_loaded_labels_csv_prefills_the_cards_and_export_keeps_rows_not_on_the_p
     browser.press("u")
     browser.js(f"document.querySelector('.card[data-sha256=\"{tiger}\"]').focus()")
     browser.press("d")
+    # the relabel select, from the keyboard: ↓ on a closed select picks the next class
+    lion = cards["lion"]["sha256"]
+    browser.js(f"document.querySelector('.card[data-sha256=\"{lion}\"] select').focus()")
+    browser.press("ArrowDown")
+    assert state(browser, lion) == "relabel → cats"
 
     labels = export(browser, tmp_path / "downloads")
 
     assert labels == (HEADER + f'{elsewhere},relabel,"bears, ""big"" & <small>","from last week,\nchecked twice"\n'
                       f"{dog},relabel,dogs,review: label 0.71\n"
                       f"{bear},keep,,a bear\n"
-                      f"{tiger},drop,,review: label 0.93\n")
+                      f"{tiger},drop,,review: label 0.93\n"
+                      f"{lion},relabel,cats,review: label 0.58\n")
     assert_offline(browser, page)
 
 
