@@ -162,7 +162,7 @@ SCRIPT = r"""
 const FIELDS = ['sha256', 'action', 'new_class', 'note'];
 const cards = [...document.querySelectorAll('.card')];
 const decisions = new Map(), notes = new Map();
-let loaded = [];
+let loaded = [], unexported = false;
 
 const cardsOf = sha => cards.filter(c => c.dataset.sha256 === sha);
 const onPage = new Set(cards.map(c => c.dataset.sha256));
@@ -174,6 +174,7 @@ function decide(card, action, newClass = '') {
   else decisions.delete(sha);
   cardsOf(sha).forEach(render);
   showCounts();
+  unexported = true;
 }
 
 function render(card) {
@@ -194,7 +195,7 @@ function exportRows() {
   for (const row of loaded) {  // labels.csv's order; rows about images not on this page unchanged
     if (!onPage.has(row.sha256)) rows.push(row);
     else if (done.has(row.sha256)) continue;
-    else if (decisions.has(row.sha256)) rows.push(rowOf(row.sha256));
+    else if (decisions.has(row.sha256)) rows.push(rowOf(row.sha256));  // else set back to undecided here
     done.add(row.sha256);
   }
   for (const sha of onPage) if (decisions.has(sha) && !done.has(sha)) rows.push(rowOf(sha));
@@ -252,6 +253,7 @@ function exportDecisions() {
   document.body.append(link);
   link.click();
   link.remove();
+  unexported = false;
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
@@ -269,8 +271,9 @@ function move(card, step) {
   if (next) { next.focus(); next.scrollIntoView({block: 'nearest'}); }
 }
 
+const NEXT = ['j', 'ArrowRight', 'ArrowDown'];  // with no card focused yet, these focus the first
 const KEYS = {
-  j: c => move(c, 1), ArrowRight: c => move(c, 1), ArrowDown: c => move(c, 1),
+  ...Object.fromEntries(NEXT.map(key => [key, c => move(c, 1)])),
   ArrowLeft: c => move(c, -1), ArrowUp: c => move(c, -1),
   k: c => { decide(c, 'keep'); move(c, 1); },
   d: c => { decide(c, 'drop'); move(c, 1); },
@@ -284,7 +287,7 @@ document.addEventListener('keydown', e => {
   const card = document.activeElement.closest && document.activeElement.closest('.card');
   const target = /^[1-9]$/.test(e.key) && card && card.querySelector('select').options[Number(e.key)];
   const action = target ? c => { decide(c, 'relabel', target.value); move(c, 1); } : KEYS[e.key];
-  if (!action || (!card && !e.key.startsWith('Arrow') && e.key !== 'j')) return;
+  if (!action || (!card && !NEXT.includes(e.key))) return;
   e.preventDefault();  // arrows would scroll, n would type into the note
   action(card);
 });
@@ -295,12 +298,15 @@ for (const card of cards) {
   const note = card.querySelector('.note');
   note.addEventListener('input', () => {
     notes.set(card.dataset.sha256, note.value);
+    unexported = true;
     cardsOf(card.dataset.sha256).filter(c => c !== card).forEach(render);
   });
   note.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === 'Escape') card.focus(); });
   render(card);
 }
 document.getElementById('export').addEventListener('click', exportDecisions);
+// closing the tab would lose every decision made since the last export
+window.addEventListener('beforeunload', e => { if (unexported) e.preventDefault(); });
 document.getElementById('load').addEventListener('change', async e => {
   const status = document.getElementById('load-status');
   try {
