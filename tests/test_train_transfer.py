@@ -157,3 +157,22 @@ def test_dropout_before_head_is_found_for_each_family():
     assert dropout_before_head(models.build_model("efficientnet_lite0", 3, dropout=0.3)) == 0.3  # timm's drop_rate
     assert dropout_before_head(models.build_model("mobilenet_v2", 3)) == 0.2  # classifier[0]
     assert dropout_before_head(models.build_model("resnet18", 3)) == 0.0
+
+
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_batchnorm_frozen_keeps_running_statistics_while_everything_trains(fashion_split, pretrained, batchnorm):
+    params, split_dir = fashion_split
+    model = models.build_model("cnn_simple", 4, pretrained)
+    cfg = ModelParams(arch="cnn_simple", weights=pretrained, lr=0.01, batch_size=32, batchnorm=batchnorm)
+    s = Stepper(model, Preprocessing(28, 28), make_loss("cross_entropy"), torch.device("cpu"), cfg)
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    weights = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".weight")}
+    phase = Phase("unfrozen", 1)
+    loader = make_loader(ArrayDataset(*load_split(split_dir, "train", params.classes)), 32, True, 0, 0,
+                         torch.device("cpu"))
+    opt = make_optimizer(param_groups(model, cfg, phase), cfg)
+    train_module.run_epoch(s, loader, opt, make_schedule(opt, cfg, len(loader), 1))
+    after = model.state_dict()
+    assert all(not torch.equal(after[k], v) for k, v in weights.items())  # BatchNorm's scale trains too
+    kept = [torch.equal(after[k], v) for k, v in statistics.items()]
+    assert all(kept) if batchnorm == "frozen" else not any(kept)

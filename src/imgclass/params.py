@@ -182,10 +182,9 @@ class ModelParams(Section):
     binary_head: Literal["two_logits", "one_logit"] = "two_logits"
     freeze_epochs: int = Field(0, ge=0)  # > 0: a head-only phase first (on un-augmented images), then all
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
-    # BatchNorm when everything trains: `train` updates the running statistics from each batch;
-    # `frozen` keeps the pretrained ones (small batches of a few photos make noisy statistics);
-    # `auto` = frozen for pretrained weights, train for a network from scratch.
-    batchnorm: Literal["auto", "train", "frozen"] = "train"
+    # BatchNorm while everything trains: `train` updates its running statistics from each batch;
+    # `frozen` keeps the pretrained ones (no jump in loss at unfreezing, but no better on small photo sets).
+    batchnorm: Literal["train", "frozen"] = "train"
     dropout: float = Field(0.2, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
     amp: bool = False

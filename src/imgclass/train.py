@@ -219,7 +219,7 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
     s.net(training).train(training)
     if training and frozen:
         models.apply_frozen_mode(s.model)
-    elif training and keeps_batchnorm_statistics(s.cfg):
+    elif training and s.cfg.batchnorm == "frozen":  # the pretrained statistics, not those of 16 photos
         models.freeze_batchnorm_statistics(s.model)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
@@ -244,14 +244,6 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
             seen += len(labels)
     total_loss, correct, seen = s.world.sum([total_loss, correct, seen], s.device)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
-
-
-def keeps_batchnorm_statistics(cfg: ModelParams) -> bool:
-    """Whether BatchNorm keeps its running statistics while everything trains (`batchnorm`): a batch of
-    16 photos estimates them noisily, which makes the loss jump when a pretrained backbone unfreezes."""
-    if cfg.batchnorm == "auto":
-        return cfg.weights != "none"
-    return cfg.batchnorm == "frozen"
 
 
 def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
