@@ -3,12 +3,19 @@
 Each scenario writes only the params sections a user would write, lets `imgclass check-params
 --fill` add what dvc.yaml declares, runs the whole DAG and asserts the metrics and plots it must
 produce, with values in range. Images are small and training short: this is about shapes, not scores.
+
+Seven scenarios in four repositories, since each `dvc repro` pays for a dozen stage processes: two
+classes (+ predict and export, one member on one logit); colour photos, pretrained + scratch, as grey,
+colour, tiny and huge files in one tree; 10:1 imbalance with the rare class exactly at min_per_class
+and a single model (then one image fewer fails); 22 classes. Each repository's wall time and the test
+accuracy of every member and vote go to scenario_matrix.json in pytest's base temporary folder.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +48,25 @@ def folder_params(root: Path, mapping: dict[str, list[str]], models: dict, image
             "models": models, "benchmark": TINY_BENCHMARK} | extra
 
 
-def repro(tmp_path_factory, name: str, params: dict) -> Path:
-    """A scratch repository with `params`, completed by check-params --fill, after a full `dvc repro`."""
+def repro(tmp_path_factory, name: str, params: dict, target: str | None = None) -> Path:
+    """A scratch repository with `params`, completed by check-params --fill, after `dvc repro` (of
+    `target` and what it needs: `ensemble` leaves out the benchmark, which no data changes), timed
+    into scenario_matrix.json with the test accuracy of each member and vote."""
+    started = time.perf_counter()
     repo = make_repo(tmp_path_factory.mktemp(name), params)
     run(["imgclass", "check-params", "--fill"], repo)
-    run(["dvc", "repro"], repo)
+    run(["dvc", "repro", *([target] if target else [])], repo)
+    record(tmp_path_factory, name, {"seconds": round(time.perf_counter() - started, 1),
+                                    "test_accuracy": read_json(repo, "reports/ensemble.json")["test_accuracy"]})
     return repo
+
+
+def record(tmp_path_factory, scenario: str, row: dict) -> None:
+    """Adds a scenario's row to scenario_matrix.json in pytest's base temporary folder."""
+    path = tmp_path_factory.getbasetemp() / "scenario_matrix.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[scenario] = table.get(scenario, {}) | row
+    path.write_text(json.dumps(table, indent=1))
 
 
 def read_json(repo: Path, path: str) -> dict:
@@ -100,12 +120,14 @@ def copy_tree(files_by_class: dict[str, list[Path]], root: Path) -> Path:
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
     require_fashion()
-    params = fashion_params(["sneaker", "bag"], 60, {"cnn_simple": cnn(4), "cnn_medium": cnn(3, arch="cnn_medium")})
-    return repro(tmp_path_factory, "binary", params)
+    # the second member trains bce on one logit: its 2-column probabilities go through evaluate, the
+    # votes, predict and the export like any other's
+    models = {"cnn_simple": cnn(4), "one_logit": cnn(4, loss="bce", binary_head="one_logit")}
+    return repro(tmp_path_factory, "binary", fashion_params(["sneaker", "bag"], 60, models))
 
 
 def test_binary_evaluation_reports_roc_and_pr(binary):
-    for model in ("cnn_simple", "cnn_medium"):
+    for model in ("cnn_simple", "one_logit"):
         scalars = assert_model_outputs(binary, model, ["sneaker", "bag"])
         assert scalars["accuracy"] > 0.8  # sneaker vs bag is easy
         assert 0.8 < scalars["roc_auc"] <= 1 and 0.5 < scalars["average_precision"] <= 1
@@ -114,7 +136,9 @@ def test_binary_evaluation_reports_roc_and_pr(binary):
         for curve, columns in (("roc.csv", "fpr,tpr"), ("pr.csv", "recall,precision")):
             lines = (binary / "plots" / "eval" / model / curve).read_text().splitlines()
             assert lines[0].startswith(columns) and len(lines) > 2
-    assert_ensemble(binary, ["cnn_simple", "cnn_medium"])
+    table = assert_ensemble(binary, ["cnn_simple", "one_logit"])
+    assert table["soft_vote"] > 0.8
+    assert read_json(binary, "metrics/benchmark.json")  # the whole DAG, benchmark included
 
 
 def test_binary_predict_and_export(binary):
@@ -124,38 +148,76 @@ def test_binary_predict_and_export(binary):
     rows = json.loads(out.read_text())
     predicted = [r["prediction"] for r in rows]
     assert len(rows) == len(list(folder.glob("*.png"))) and predicted.count("bag") / len(rows) > 0.8
-    run(["imgclass", "export", "cnn_simple", "--format", "onnx"], binary)
-    meta = json.loads((binary / "exports" / "cnn_simple.json").read_text())
-    assert meta["classes"] == ["sneaker", "bag"]
+    run(["imgclass", "export", "one_logit", "--format", "onnx"], binary)
+    meta = json.loads((binary / "exports" / "one_logit.json").read_text())
+    assert meta["classes"] == ["sneaker", "bag"] and meta["output"]["shape"] == ["batch", 2]
 
 
-# --- 2. colour photos through the folder source, pretrained + scratch ---------------------------
+# --- 2 + 6. colour photos through the folder source, pretrained + scratch, as grey, colour, tiny
+# and huge files in one tree --------------------------------------------------------------------
 
-PHOTO_MAPPING = {"mammals": ["animals/mammals/**/*.png"], "vehicles": ["vehicles/**/*.png"]}
+PHOTO_FOLDERS = {"mammals": TUXPAINT / "animals" / "mammals", "vehicles": TUXPAINT / "vehicles"}
+
+
+def mixed_tree(root: Path, per_class: int = 30) -> int:
+    """`per_class` tuxpaint photos (RGBA PNG cut-outs, in subfolders) of each class flattened onto
+    white: the first two as huge JPEGs, the next two as tiny PNGs, every fourth of the rest grey, the
+    others colour JPEGs; and a text file beside them. Returns the number of images written."""
+    written = 0
+    for name, folder in PHOTO_FOLDERS.items():
+        (root / name).mkdir(parents=True)
+        for i, path in enumerate(sorted(folder.rglob("*.png"))[:per_class]):
+            with Image.open(path) as im:
+                rgba = im.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, "white")
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+            if i < 2:
+                flat.resize((3000, 2400)).save(root / name / f"{i}_huge.jpg", quality=80)
+            elif i < 4:
+                flat.resize((40, 40)).save(root / name / f"{i}_tiny.png")
+            elif i % 4 == 0:
+                flat.convert("L").save(root / name / f"{i}_grey.png")
+            else:
+                flat.save(root / name / f"{i}_colour.jpg", quality=90)
+            written += 1
+        (root / name / "notes.txt").write_text("not an image")
+    return written
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     require_tuxpaint()
+    root = tmp_path_factory.mktemp("photo-tree")
+    written = mixed_tree(root)
     models = {"efficientnet_lite0": {"arch": "efficientnet_lite0", "weights": "imagenet", "freeze_epochs": 1,
-                                     "epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 0.002},
-              "cnn_simple": cnn(2)}
-    params = folder_params(TUXPAINT, PHOTO_MAPPING, models, image_size=96, validate={"min_size": 32},
-                           split={"min_per_class": 10})
-    return repro(tmp_path_factory, "photos", params)
+                                     "epochs": 2, "min_steps": 0, "head_steps": 100, "batch_size": 32,
+                                     "lr": 0.002},
+              "cnn_simple": cnn(2, input_size=48)}  # the cached 96 px images at a quarter of the compute
+    params = folder_params(root, {name: [f"{name}/*"] for name in PHOTO_FOLDERS}, models, image_size=96,
+                           validate={"min_size": 32}, split={"min_per_class": 10})
+    return repro(tmp_path_factory, "photos", params, target="ensemble"), written
 
 
 def test_colour_photos_pretrained_and_scratch(photos):
-    classes = list(PHOTO_MAPPING)
-    pretrained = assert_model_outputs(photos, "efficientnet_lite0", classes)
-    assert_model_outputs(photos, "cnn_simple", classes)
+    repo, _ = photos
+    classes = list(PHOTO_FOLDERS)
+    pretrained = assert_model_outputs(repo, "efficientnet_lite0", classes)
+    assert_model_outputs(repo, "cnn_simple", classes)
     assert pretrained["accuracy"] >= 0.7  # ImageNet features separate these photos at 96 px
-    cache = np.load(photos / "data" / "split" / "train.npy", mmap_mode="r")
-    assert cache.shape[1:] == (96, 96, 3)
-    assert_ensemble(photos, ["efficientnet_lite0", "cnn_simple"])
+    assert_ensemble(repo, ["efficientnet_lite0", "cnn_simple"])
 
 
-# --- 3. class imbalance >= 10:1 with balanced class weights ---------------------------------------
+def test_grey_colour_tiny_and_huge_images_train_together(photos):
+    repo, written = photos
+    report = (repo / "data" / "clean" / "report.csv").read_text().splitlines()
+    accepted = [line for line in report[1:] if ",ok," in line]
+    assert len(accepted) == written  # every image of every kind is kept, normalised to RGB
+    for split in ("train", "val", "test"):
+        cache = np.load(repo / "data" / "split" / f"{split}.npy", mmap_mode="r")
+        assert cache.shape[1:] == (96, 96, 3) and cache.dtype == np.uint8
+
+
+# --- 3 + 4 + 5. 10:1 imbalance, the rare class exactly at split.min_per_class, one model --------
 
 @pytest.fixture(scope="module")
 def imbalanced(tmp_path_factory):
@@ -163,104 +225,47 @@ def imbalanced(tmp_path_factory):
     pngs = fashion_pngs(tmp_path_factory.mktemp("fashion-imbalanced"), ["trouser", "bag"], 200)
     root = copy_tree({"trouser": pngs["trouser"], "bag": pngs["bag"][:20]}, tmp_path_factory.mktemp("tree"))
     params = folder_params(root, {"trouser": ["trouser/*.png"], "bag": ["bag/*.png"]},
-                           {"cnn_simple": cnn(4, class_weights="balanced")}, image_size=28,
-                           validate={"min_size": 28})
-    return repro(tmp_path_factory, "imbalanced", params)
+                           {"only": cnn(4, class_weights="balanced")}, image_size=28,
+                           validate={"min_size": 28, "near_duplicate_distance": None},
+                           split={"min_per_class": 20})
+    return repro(tmp_path_factory, "imbalanced", params, target="ensemble"), root
 
 
 def test_imbalance_reports_rare_recall_and_bias(imbalanced):
-    assert_model_outputs(imbalanced, "cnn_simple", ["trouser", "bag"])
-    split = read_json(imbalanced, "data/split/counts.json")
+    repo, _ = imbalanced
+    assert_model_outputs(repo, "only", ["trouser", "bag"])
+    split = read_json(repo, "data/split/counts.json")
     assert split["train"]["per_class"]["trouser"] >= 10 * split["train"]["per_class"]["bag"] * 0.8
-    report = read_json(imbalanced, "plots/eval/cnn_simple/report.json")
+    report = read_json(repo, "plots/eval/only/report.json")
     rare = report["per_class"]["bag"]
     assert rare["support"] >= 3 and rare["recall"] >= 0.5  # balanced weights keep the rare class found
     for row in report["per_class"].values():
         assert -1 <= row["mean_bias_error"] <= 1
-    assert "bag" in (imbalanced / "plots" / "eval" / "cnn_simple" / "report.txt").read_text()
+    assert "bag" in (repo / "plots" / "eval" / "only" / "report.txt").read_text()
 
 
-# --- 4 + 5. a class exactly at split.min_per_class, one model -----------------------------------
-
-@pytest.fixture(scope="module")
-def at_minimum(tmp_path_factory):
-    require_fashion()
-    pngs = fashion_pngs(tmp_path_factory.mktemp("fashion-min"), ["sandal", "dress"], 40)
-    root = copy_tree({"sandal": pngs["sandal"][:10], "dress": pngs["dress"]}, tmp_path_factory.mktemp("tree"))
-    params = folder_params(root, {"sandal": ["sandal/*.png"], "dress": ["dress/*.png"]}, {"only": cnn(3)},
-                           image_size=28, validate={"min_size": 28, "near_duplicate_distance": None},
-                           split={"min_per_class": 10})
-    return repro(tmp_path_factory, "at-minimum", params), root
-
-
-def test_class_at_min_per_class_is_split_into_all_three(at_minimum):
-    repo, _ = at_minimum
+def test_class_at_min_per_class_is_split_into_all_three(imbalanced):
+    repo, _ = imbalanced
     counts = read_json(repo, "data/split/counts.json")
-    assert sum(counts[s]["per_class"]["sandal"] for s in ("train", "val", "test")) == 10
-    assert all(counts[s]["per_class"].get("sandal", 0) >= 1 for s in ("train", "val", "test"))
+    assert sum(counts[s]["per_class"]["bag"] for s in ("train", "val", "test")) == 20
+    assert all(counts[s]["per_class"].get("bag", 0) >= 1 for s in ("train", "val", "test"))
 
 
-def test_single_model_votes_equal_the_member(at_minimum):
-    repo, _ = at_minimum
-    assert_model_outputs(repo, "only", ["sandal", "dress"])
+def test_single_model_votes_equal_the_member(imbalanced):
+    repo, _ = imbalanced
     table = assert_ensemble(repo, ["only"])
     assert all(table[vote] == table["only"] for vote in VOTES) and table["oracle"] == table["only"]
 
 
-def test_one_image_below_min_per_class_fails_naming_the_class(at_minimum):
-    repo, root = at_minimum
-    sorted((root / "sandal").glob("*.png"))[0].unlink()
+def test_one_image_below_min_per_class_fails_naming_the_class(imbalanced):
+    repo, root = imbalanced  # the last test of this repository: it removes an image
+    sorted((root / "bag").glob("*.png"))[0].unlink()
     # DVC does not watch a folder outside the repository: the README says to force the scrape
     run(["dvc", "repro", "--force", "scrape"], repo)
-    proc = run(["dvc", "repro"], repo, check=False)
+    proc = run(["dvc", "repro", "split"], repo, check=False)
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("split:")]
-    assert len(lines) == 1 and "'sandal' has 9 images" in lines[0] and "min_per_class=10" in lines[0], lines
-
-
-# --- 6. grey, colour, tiny and huge images in one tree -----------------------------------------
-
-def mixed_tree(root: Path) -> Path:
-    """Tuxpaint photos (RGBA PNG cut-outs) saved as grey PNG, colour JPEG, tiny PNG and huge JPEG."""
-    sources = {"birds": sorted((TUXPAINT / "animals" / "birds").glob("*.png"))[:16],
-               "fruit": sorted((TUXPAINT / "food" / "fruit").glob("*.png"))[:16]}
-    for name, paths in sources.items():
-        (root / name).mkdir(parents=True)
-        for i, path in enumerate(paths):
-            with Image.open(path) as im:
-                rgb = im.convert("RGBA")
-                flat = Image.new("RGB", rgb.size, "white")
-                flat.paste(rgb, mask=rgb.getchannel("A"))
-            kind = i % 4
-            if kind == 0:
-                flat.convert("L").save(root / name / f"{i}_grey.png")
-            elif kind == 1:
-                flat.save(root / name / f"{i}_colour.jpg", quality=90)
-            elif kind == 2:
-                flat.resize((40, 40)).save(root / name / f"{i}_tiny.png")
-            else:
-                flat.resize((3000, 2400)).save(root / name / f"{i}_huge.jpg", quality=80)
-        (root / name / "notes.txt").write_text("not an image")
-    return root
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    require_tuxpaint()
-    root = mixed_tree(tmp_path_factory.mktemp("mixed"))
-    params = folder_params(root, {"birds": ["birds/*"], "fruit": ["fruit/*"]}, {"cnn_simple": cnn(3)},
-                           image_size=48, validate={"min_size": 32}, split={"min_per_class": 10})
-    return repro(tmp_path_factory, "mixed", params)
-
-
-def test_grey_colour_tiny_and_huge_images_train_together(mixed):
-    report = (mixed / "data" / "clean" / "report.csv").read_text().splitlines()
-    accepted = [line for line in report[1:] if ",ok," in line]
-    assert len(accepted) == 32  # every image of every kind is kept, normalised to RGB
-    for split in ("train", "val", "test"):
-        cache = np.load(mixed / "data" / "split" / f"{split}.npy", mmap_mode="r")
-        assert cache.shape[1:] == (48, 48, 3) and cache.dtype == np.uint8
-    assert_model_outputs(mixed, "cnn_simple", ["birds", "fruit"])
+    assert len(lines) == 1 and "'bag' has 19 images" in lines[0] and "min_per_class=20" in lines[0], lines
 
 
 # --- 7. twenty-plus classes with few images each ---------------------------------------------------
@@ -281,7 +286,8 @@ def many(tmp_path_factory):
     mapping = {name: [f"{folder}/*.png"] for name, folder in MANY.items()}
     params = folder_params(TUXPAINT, mapping, {"cnn_simple": cnn(3)}, image_size=32,
                            validate={"min_size": 32}, split={"min_per_class": 6})
-    return repro(tmp_path_factory, "many", params)
+    params["scrape"]["max_per_class"] = 15  # 22 rows and columns are the point, not the images in them
+    return repro(tmp_path_factory, "many", params, target="ensemble")
 
 
 def test_many_classes_keep_tables_and_plots_readable(many):
