@@ -23,6 +23,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """The review stage's checks on any folder of class sub-folders: OUT/issues.csv, OUT/auto_drop.csv, OUT/index.html."""
+    from imgclass import review, review_report
+    from imgclass.models import WeightsUnavailable
+    from imgclass.params import ReviewParams
+
+    params = load_params_or_report(args.params) if args.params else None
+    if args.params and params is None:
+        return 1
+    cfg = params.review if params else ReviewParams()
+    src, out = Path(args.src), Path(args.out)
+    try:
+        classes, images, labels, sha256s = review_report.labelled_folder(src)
+        result = review.find_issues(images, labels, sha256s, classes, cfg,
+                                    Path(args.cache_dir) if args.cache_dir else None, args.device)
+    except (FileNotFoundError, ValueError, WeightsUnavailable) as exc:
+        print(f"imgclass review: {exc}", file=sys.stderr)
+        return 1
+    paths = [image.relative_to(src).as_posix() for image in images]
+    review_report.write_tables(out, result, paths, labels, sha256s)
+    review_report.write_page(out / "index.html", result, images, paths, classes)
+    print(f"{out}/issues.csv: {result.summary['issues']}; auto_drop ({cfg.auto_drop}): {len(result.auto_drop)}; "
+          f"page: {out}/index.html")
+    return 0
+
+
 def load_params_or_report(path: str):
     """The validated params, or None after printing the one-line error."""
     from imgclass.params import ParamsError, load_params
@@ -140,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="read the validate section of this params.yaml (default: built-in defaults)")
     p.add_argument("--summary", help="also write the summary as JSON here")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("review", help="find wrong labels, off-topic, near-duplicate and low-quality images in a folder of class folders")
+    p.add_argument("src", help="folder with one sub-folder per class")
+    p.add_argument("out", help="where issues.csv, auto_drop.csv and index.html (the review page) go")
+    p.add_argument("--params", help="read the review section of this params.yaml (default: built-in defaults)")
+    p.add_argument("--cache-dir", help="keep embeddings here by image sha256, so a rerun embeds only new images")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("lr-find", help="learning-rate range test for a model of params.yaml; plot + suggestion")
     p.add_argument("model")

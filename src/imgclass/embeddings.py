@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from imgclass.files import atomic_path
+from imgclass.images import load_rgb
+from imgclass.params import ValidateParams
 from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 EMBEDDING_VERSION = 1  # bump when preprocessing changes: every cached vector becomes stale
@@ -34,6 +36,13 @@ CACHE_FILE = "embeddings.npz"
 ONNX_FILE = "backbone.onnx"
 # tf_efficientnet_lite0 was trained on [-1, 1] inputs; torchvision's weights on ImageNet statistics.
 _NORMALISATION = {"timm": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+_ANY_GEOMETRY = ValidateParams(min_size=1, max_aspect=1e9)  # review judges images, it does not reject them
+
+
+def decode_rgb(path: Path) -> Image.Image:
+    """RGB as validate makes it (EXIF orientation, transparency on white): what the review looks at,
+    also for raw folders given to `imgclass review`. Raises images.ImageRejected for non-images."""
+    return load_rgb(path, _ANY_GEOMETRY)
 
 
 @dataclass(frozen=True)
@@ -106,11 +115,10 @@ def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size
 def _batches(paths: list[Path], size: int, batch_size: int) -> Iterator[np.ndarray]:
     """uint8 N x size x size x 3 batches, decoded by threads (Pillow releases the GIL)."""
     def load(path: Path) -> np.ndarray:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(img, dtype=np.uint8)
+        img = decode_rgb(path)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(img, dtype=np.uint8)
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         for start in range(0, len(paths), batch_size):

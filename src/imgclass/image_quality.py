@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from cleanvision.issue_managers.image_property import BlurrinessProperty, BrightnessProperty, EntropyProperty
-from PIL import Image
+
+from imgclass.embeddings import decode_rgb
 
 KINDS = ("dark", "blurry", "low_information")
 # cleanvision's ImagePropertyIssueManager defaults for turning raw properties into scores.
@@ -30,8 +31,7 @@ def _properties() -> dict:
 
 def measure(path: Path) -> dict:
     """cleanvision's raw properties of one image (brightness percentiles, edge variance, entropy)."""
-    with Image.open(path) as img:
-        rgb = img.convert("RGB")
+    rgb = decode_rgb(path)
     raw: dict = {}
     for prop in _properties().values():
         raw.update(prop.calculate(rgb))

@@ -103,7 +103,7 @@ class ReviewParams(Section):
     near-duplicates across classes, low-quality images (review.py). Scores are in [0, 1], higher
     meaning more suspicious; each `*_threshold` flags an issue, each `drop_*` (stricter) auto-drops."""
     model: str = "efficientnet_lite0"  # a registry architecture with pretrained weights: the embedding backbone
-    image_size: int = Field(64, ge=16, le=512)  # images are squashed to this size before embedding
+    image_size: int = Field(128, ge=16, le=512)  # images are squashed to this size before embedding
     hflip: bool = False       # average each embedding with its mirror image's (twice the embedding time)
     batch_size: int = Field(128, ge=1)
     folds: int = Field(5, ge=2)  # k-fold cross-validation: no image is scored by a model that saw its label
@@ -111,7 +111,7 @@ class ReviewParams(Section):
     classifier: Literal["logistic", "knn", "logistic+knn"] = "logistic+knn"  # probabilities averaged
     knn: int = Field(10, ge=1)  # neighbours for the kNN classifier and for the outlier distance
     label_threshold: float = Field(0.5, ge=0, le=1)      # 1 - p(given class), when cleanlab also flags it
-    outlier_threshold: float = Field(0.8, ge=0, le=1)    # 1 - cleanlab's out-of-distribution score
+    outlier_threshold: float = Field(0.9, ge=0, le=1)    # 1 - cleanlab's out-of-distribution score
     # Cosine distance between embeddings at or below which two images are near-duplicates; null = off.
     near_duplicate_distance: Optional[float] = Field(0.02, ge=0, le=2)
     low_quality_threshold: float = Field(0.7, ge=0, le=1)  # 1 - cleanvision's dark/blurry/low-information score

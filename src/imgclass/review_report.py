@@ -1,0 +1,110 @@
+"""Everything a review writes, shared by the review stage and `imgclass review`: issues.csv,
+auto_drop.csv, the small metrics dict, the review page's cards and the summary figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from imgclass import files
+from imgclass.review import AUTO_DROP_COLUMNS, ISSUE_COLUMNS, ISSUE_KINDS, ReviewResult
+
+
+def issue_rows(result: ReviewResult, paths: Sequence[str]) -> list[dict]:
+    """issues.csv rows: `paths` are the display paths of the inputs (relative to the reviewed folder)."""
+    return [{"path": paths[r["index"]], **{k: r[k] for k in ISSUE_COLUMNS if k != "path"}} for r in result.issues]
+
+
+def auto_drop_rows(result: ReviewResult, paths: Sequence[str], labels: Sequence[str],
+                   sha256s: Sequence[str]) -> list[dict]:
+    return [{"sha256": sha256s[d["index"]], "path": paths[d["index"]], "class": labels[d["index"]],
+             "issue": d["issue"], "score": d["score"], "reason": d["reason"]} for d in result.auto_drop]
+
+
+def write_tables(out_dir: Path, result: ReviewResult, paths: Sequence[str], labels: Sequence[str],
+                 sha256s: Sequence[str]) -> None:
+    files.write_csv(out_dir / "issues.csv", issue_rows(result, paths), ISSUE_COLUMNS)
+    files.write_csv(out_dir / "auto_drop.csv", auto_drop_rows(result, paths, labels, sha256s), AUTO_DROP_COLUMNS)
+
+
+def metrics(result: ReviewResult) -> dict:
+    """The numbers runs are compared on: images, issues by kind, issues by class, auto-dropped."""
+    summary = result.summary
+    by_class = {cls: sum(counts.values()) for cls, counts in summary["by_class"].items()}
+    return {"images": summary["images"], "cv_accuracy": summary["cv_accuracy"], **summary["issues"],
+            "auto_drop": sum(summary["auto_drop"].values()), "issues_by_class": by_class}
+
+
+def cards(result: ReviewResult, images: Sequence[Path], paths: Sequence[str]) -> list[dict]:
+    """One review-page card per issue row; auto-dropped images carry their reason."""
+    dropped = {d["index"]: d["reason"] for d in result.auto_drop}
+    return [{"sha256": r["sha256"], "path": paths[r["index"]], "image": Path(images[r["index"]]),
+             "class": r["class"], "issue": r["issue"], "score": float(r["score"]),
+             "suggested_class": r["suggested_class"], "auto_drop": r["index"] in dropped,
+             "reason": dropped.get(r["index"], "")} for r in result.issues]
+
+
+def page_summary(result: ReviewResult) -> dict:
+    """The counts the page shows at its top (numbers, or one level of {name: number})."""
+    summary = result.summary
+    return {"images": summary["images"], "cross-validated accuracy": summary["cv_accuracy"],
+            "issues": summary["issues"], f"auto_drop ({summary['auto_drop_mode']})": summary["auto_drop"],
+            "images per class": summary["class_imbalance"]["counts"]}
+
+
+def write_page(out_html: Path, result: ReviewResult, images: Sequence[Path], paths: Sequence[str],
+               classes: list[str]) -> None:
+    from imgclass.review_page import write_review_page
+
+    write_review_page(out_html, cards(result, images, paths), classes, page_summary(result))
+
+
+def summary_png(result: ReviewResult, classes: list[str], path: Path) -> Path:
+    """Issues per class (stacked by kind) beside the suspicion scores' histogram."""
+    from imgclass.plots import plt, save_png  # plots.py selects the Agg backend first
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    bottom = np.zeros(len(classes))
+    for kind in ISSUE_KINDS:
+        counts = np.array([result.summary["by_class"][c][kind] for c in classes])
+        left.bar(classes, counts, bottom=bottom, label=kind)
+        bottom += counts
+    left.set_title(f"issues per class ({result.summary['images']} images)")
+    left.tick_params(axis="x", rotation=45)
+    left.legend(fontsize=8)
+    right.hist(result.suspicion, bins=40, color="tab:gray")
+    right.set_yscale("log")
+    right.set_title("suspicion: 1 - p(given class) x out-of-distribution score")
+    right.set_xlabel("suspicion (higher = more likely mislabelled or off-topic)")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def labelled_folder(src: Path) -> tuple[list[str], list[Path], list[str], list[str]]:
+    """(classes, images, labels, sha256s) of SRC/<class>/**: every visible file Pillow decodes; the
+    sha256 is of the RGB pixels (images.sha256_of_pixels), as validate names data/clean's files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgclass.embeddings import decode_rgb
+    from imgclass.images import ImageRejected, sha256_of_pixels
+
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: not a folder; pass a folder with one sub-folder per class")
+    classes = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    files_by_class = [(path, cls) for cls in classes for path in sorted((src / cls).rglob("*"))
+                      if path.is_file() and not any(part.startswith(".") for part in path.relative_to(src).parts)]
+
+    def pixel_hash(path: Path) -> str | None:
+        try:
+            return sha256_of_pixels(decode_rgb(path))
+        except (ImageRejected, OSError):  # not an image: skipped, like a README in a class folder
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        hashes = list(pool.map(pixel_hash, [path for path, _ in files_by_class]))
+    kept = [(path, cls, sha) for (path, cls), sha in zip(files_by_class, hashes) if sha is not None]
+    if len({cls for _, cls, _ in kept}) < 2:
+        raise ValueError(f"{src}: images in fewer than 2 class folders; expected {src}/<class>/<images>")
+    return classes, [p for p, _, _ in kept], [c for _, c, _ in kept], [s for _, _, s in kept]

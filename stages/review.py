@@ -1,0 +1,46 @@
+"""Stage review: out-of-sample checks of data/clean (wrong labels, off-topic, near-duplicates, low
+quality) -> data/review/{issues,auto_drop}.csv, metrics/review.json, plots/review/{index.html,summary.png}."""
+
+import sys
+import time
+from pathlib import Path
+
+from imgclass import files, review, review_report
+from imgclass.devices import resolve_device
+from imgclass.models import WeightsUnavailable
+from imgclass.params import load_params
+
+CLEAN = Path("data/clean")
+
+
+def accepted_images(report_csv: Path) -> list[dict]:
+    """validate's accepted rows: `out` is the image's path relative to data/clean."""
+    return [row for row in files.read_csv(report_csv) if row["status"] == "ok"]
+
+
+def main() -> int:
+    params = load_params()
+    start = time.perf_counter()
+    rows = accepted_images(CLEAN / "report.csv")
+    paths = [row["out"] for row in rows]
+    labels = [row["class"] for row in rows]
+    sha256s = [row["sha256"] for row in rows]
+    images = [CLEAN / p for p in paths]
+    try:
+        result = review.find_issues(images, labels, sha256s, params.classes, params.review,
+                                    Path("data/embeddings"), resolve_device(params.device).type)
+    except (WeightsUnavailable, ValueError, RuntimeError) as exc:  # offline weights, bad data, device
+        print(f"review: {exc}", file=sys.stderr)
+        return 1
+    review_report.write_tables(Path("data/review"), result, paths, labels, sha256s)
+    files.write_json("metrics/review.json", review_report.metrics(result))
+    review_report.write_page(Path("plots/review/index.html"), result, images, paths, params.classes)
+    review_report.summary_png(result, params.classes, Path("plots/review/summary.png"))
+    print(f"review: {result.summary['images']} images, issues {result.summary['issues']}, "
+          f"auto_drop ({params.review.auto_drop}) {len(result.auto_drop)}, embedded {result.summary['embedded']}, "
+          f"seconds {result.summary['seconds']} + writing; total {time.perf_counter() - start:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
