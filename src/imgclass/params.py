@@ -111,14 +111,16 @@ class ReviewParams(Section):
     classifier: Literal["logistic", "knn", "logistic+knn"] = "logistic+knn"  # probabilities averaged
     knn: int = Field(10, ge=1)  # neighbours for the kNN classifier and for the outlier distance
     label_threshold: float = Field(0.5, ge=0, le=1)      # 1 - p(given class), when cleanlab also flags it
-    outlier_threshold: float = Field(0.9, ge=0, le=1)    # 1 - cleanlab's out-of-distribution score
+    # Outliers: r / (1 + r), r = interquartile ranges of the kNN distance above its upper quartile
+    # (0.63 = cleanlab Datalab's rule, r > 1.7; 0.8 = r > 4): relative to the data's own spread.
+    outlier_threshold: float = Field(0.63, ge=0, le=1)
     # Cosine distance between embeddings at or below which two images are near-duplicates; null = off.
     near_duplicate_distance: Optional[float] = Field(0.02, ge=0, le=2)
     low_quality_threshold: float = Field(0.7, ge=0, le=1)  # 1 - cleanvision's dark/blurry/low-information score
     imbalance_ratio: float = Field(0.2, gt=0, le=1)  # a class below this fraction of the largest one is flagged
     auto_drop: Literal["none", "outliers", "label", "all"] = "none"  # all = label + outliers + low quality
     drop_label_score: float = Field(0.9, ge=0, le=1)
-    drop_outlier_score: float = Field(0.95, ge=0, le=1)
+    drop_outlier_score: float = Field(0.8, ge=0, le=1)
     drop_low_quality_score: float = Field(0.9, ge=0, le=1)
 
     @field_validator("model")

@@ -1,0 +1,246 @@
+"""The review stage's engine on real images: tuxpaint photos (mammals vs vehicles) with a flipped label,
+an off-topic image, a black and a blurred image and a near-duplicate across classes; Fashion-MNIST
+with flipped labels; the embedding cache; auto_drop modes; bad params; the stage and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image, ImageEnhance, ImageFilter
+
+from conftest import FASHION, TUXPAINT, require_fashion, require_tuxpaint
+from imgclass import review
+from imgclass.embeddings import BackboneSpec, decode_rgb, embed_images
+from imgclass.params import ParamsError, ReviewParams, parse_params
+from imgclass.validate import validate_tree
+
+CLASSES = ["mammals", "vehicles"]
+PER_CLASS = 24
+FAST = ReviewParams(image_size=96)  # photos at 96 px: the checks below hold, in a third of 128's time
+
+
+def tuxpaint_photos(cls: str) -> list[Path]:
+    folder = {"mammals": "animals/mammals", "vehicles": "vehicles"}[cls]
+    photos = sorted(p for p in (TUXPAINT / folder).rglob("*.png") if "mirror" not in p.name and "wheel" not in p.name
+                    and "spoke" not in p.name)  # wheels alone are not vehicles to an ImageNet network
+    return photos[:PER_CLASS]
+
+
+@pytest.fixture(scope="module")
+def noisy_tree(tmp_path_factory) -> dict:
+    """SRC/<class>/*.png with known problems; returns the tree and the file name of each problem."""
+    require_tuxpaint()
+    src = tmp_path_factory.mktemp("review") / "src"
+    for cls in CLASSES:
+        (src / cls).mkdir(parents=True)
+        for path in tuxpaint_photos(cls):
+            shutil.copy(path, src / cls / path.name)
+    flipped = next(p for p in tuxpaint_photos("vehicles") if p.name == "garbagetruck.png")
+    (src / "vehicles" / flipped.name).rename(src / "mammals" / f"flipped_{flipped.name}")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(src / "vehicles" / "noise.png")
+    Image.new("RGB", (96, 96), (3, 3, 3)).save(src / "mammals" / "black.png")
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(src / "vehicles" / "flat.png")
+    photo = decode_rgb(tuxpaint_photos("mammals")[1])  # transparency on white, as the review sees it
+    photo.filter(ImageFilter.GaussianBlur(12)).save(src / "mammals" / "blurred.png")
+    twin = ImageEnhance.Brightness(decode_rgb(tuxpaint_photos("mammals")[2])).enhance(0.97)
+    twin.save(src / "vehicles" / "twin.png")  # the same photo, a shade darker, filed as a vehicle
+    return {"src": src, "flipped": f"mammals/flipped_{flipped.name}", "noise": "vehicles/noise.png",
+            "black": "mammals/black.png", "flat": "vehicles/flat.png", "blurred": "mammals/blurred.png", "twin": "vehicles/twin.png",
+            "twin_of": f"mammals/{tuxpaint_photos('mammals')[2].name}"}
+
+
+@pytest.fixture(scope="module")
+def reviewed(noisy_tree, tmp_path_factory) -> dict:
+    """find_issues over the tree, as `imgclass review` lists it."""
+    from imgclass.review_report import labelled_folder
+
+    src = noisy_tree["src"]
+    classes, images, labels, sha256s = labelled_folder(src)
+    cache = tmp_path_factory.mktemp("embeddings")
+    result = review.find_issues(images, labels, sha256s, classes, FAST, cache)
+    paths = [p.relative_to(src).as_posix() for p in images]
+    return {"result": result, "paths": paths, "labels": labels, "classes": classes, "images": images,
+            "sha256s": sha256s, "cache": cache}
+
+
+def issues_of(reviewed: dict, path: str) -> dict[str, dict]:
+    index = reviewed["paths"].index(path)
+    return {r["issue"]: r for r in reviewed["result"].issues if r["index"] == index}
+
+
+def test_result_follows_the_contract(reviewed):
+    result, n = reviewed["result"], len(reviewed["paths"])
+    assert sorted(result.ranking) == list(range(n))
+    assert result.pred_probs.shape == (n, 2)
+    np.testing.assert_allclose(result.pred_probs.sum(axis=1), 1.0, atol=1e-6)
+    for row in result.issues:
+        assert set(row) == {"index", "class", "sha256", "issue", "score", "suggested_class"}
+        assert 0.0 <= row["score"] <= 1.0 and row["issue"] in review.ISSUE_KINDS
+        assert row["sha256"] == reviewed["sha256s"][row["index"]]
+    assert result.summary["images"] == n and result.summary["embedded"] == n
+    assert set(result.summary["seconds"]) == {"embed", "cv", "issues"}
+
+
+def test_flipped_label_is_found_with_the_right_suggestion(noisy_tree, reviewed):
+    found = issues_of(reviewed, noisy_tree["flipped"])
+    assert found["label"]["suggested_class"] == "vehicles"
+    flipped = reviewed["paths"].index(noisy_tree["flipped"])
+    assert flipped in reviewed["result"].ranking[:4]  # among the most suspicious of ~50
+
+
+def test_off_topic_image_is_an_outlier(noisy_tree, reviewed):
+    assert "outlier" in issues_of(reviewed, noisy_tree["noise"])
+    made = {reviewed["paths"].index(noisy_tree[k]) for k in ("noise", "black", "flat", "blurred")}
+    photos = [r for r in reviewed["result"].issues if r["issue"] == "outlier" and r["index"] not in made]
+    assert len(photos) <= 1  # the photos themselves are not off-topic
+
+
+def test_dark_and_flat_images_are_low_quality(noisy_tree, reviewed):
+    assert "low_quality" in issues_of(reviewed, noisy_tree["black"])
+    assert "low_quality" in issues_of(reviewed, noisy_tree["flat"])
+    # cleanvision's blurry score does not reach its threshold on a blurred stamp (its grey-histogram
+    # term spares images on a plain background); the blurred photo still stands out, as an outlier.
+    assert {"low_quality", "outlier"} & set(issues_of(reviewed, noisy_tree["blurred"]))
+
+
+def test_near_duplicate_across_classes(noisy_tree, reviewed):
+    assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin"])
+    assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin_of"])
+
+
+def test_auto_drop_modes(noisy_tree, reviewed):
+    rows = reviewed["result"].issues
+    lenient = FAST.model_copy(update={"drop_label_score": 0.5, "drop_outlier_score": 0.5, "drop_low_quality_score": 0.7})
+    by_mode = {mode: review.choose_auto_drop(rows, lenient.model_copy(update={"auto_drop": mode}))
+               for mode in ("none", "label", "outliers", "all")}
+    assert by_mode["none"] == []
+    assert {d["issue"] for d in by_mode["label"]} == {"label"}
+    assert {d["issue"] for d in by_mode["outliers"]} == {"outlier"}
+    index = reviewed["paths"].index
+    assert index(noisy_tree["flipped"]) in {d["index"] for d in by_mode["label"]}
+    assert index(noisy_tree["noise"]) in {d["index"] for d in by_mode["outliers"]}
+    dropped_all = [d["index"] for d in by_mode["all"]]
+    assert len(dropped_all) == len(set(dropped_all))  # one row per image
+    assert {index(noisy_tree["black"]), index(noisy_tree["flipped"]), index(noisy_tree["noise"])} <= set(dropped_all)
+    assert all(d["reason"].startswith(d["issue"]) for d in by_mode["all"])
+    strict = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 1.0, "drop_outlier_score": 1.0,
+                                     "drop_low_quality_score": 1.0})
+    assert all(d["score"] >= 1.0 for d in review.choose_auto_drop(rows, strict))
+
+
+def test_cache_embeds_only_new_images(tmp_path):
+    require_tuxpaint()
+    photos = tuxpaint_photos("mammals")[:8]
+    shas = [f"{i:064x}" for i in range(len(photos))]
+    spec = BackboneSpec("efficientnet_lite0", 32)
+    first = embed_images(photos[:5], shas[:5], spec, tmp_path)
+    assert first.embedded == 5
+    again = embed_images(photos, shas, spec, tmp_path)
+    assert again.embedded == 3  # the five known sha256s came from the cache
+    np.testing.assert_allclose(again.features[:5], first.features, atol=2e-3)  # stored as float16
+    assert embed_images(photos, shas, spec, tmp_path).embedded == 0
+    assert embed_images(photos, shas, BackboneSpec("efficientnet_lite0", 48), tmp_path).embedded == 8  # new size
+
+
+def test_fashion_mnist_flipped_labels_are_found(tmp_path):
+    require_fashion()
+    from imgclass.sources.fashion_mnist import CLASSES as FASHION_CLASSES, find_files, read_idx
+
+    images_file, labels_file = find_files(FASHION, "t10k")
+    pixels, labels = read_idx(images_file), read_idx(labels_file)
+    classes = ["trouser", "bag", "sneaker"]
+    paths, given, truth = [], [], []
+    for cls in classes:
+        for i in np.flatnonzero(labels == FASHION_CLASSES.index(cls))[:40]:
+            path = tmp_path / f"{cls}_{i}.png"
+            Image.fromarray(pixels[i]).save(path)
+            paths.append(path), given.append(cls), truth.append(cls)
+    flips = {0: "bag", 45: "sneaker", 90: "trouser"}  # a trouser, a bag and a sneaker mislabelled
+    for index, wrong in flips.items():
+        given[index] = wrong
+    result = review.find_issues(paths, given, [f"{i:064x}" for i in range(len(paths))], classes,
+                                ReviewParams(image_size=64), None)
+    label_rows = {r["index"]: r for r in result.issues if r["issue"] == "label"}
+    for index in flips:
+        assert label_rows[index]["suggested_class"] == truth[index]
+    assert set(result.ranking[:6]) >= set(flips)
+
+
+def test_bad_review_params_are_one_line_errors():
+    base = {"classes": ["a", "b"], "models": {"m": {"arch": "cnn_simple"}}}
+    cases = {
+        "cnn_simple": "review.model: cnn_simple has no pretrained weights",
+        "resnet_9000": "review.model: unknown model 'resnet_9000'",
+    }
+    for model, message in cases.items():
+        with pytest.raises(ParamsError) as err:
+            parse_params({**base, "review": {"model": model}})
+        assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ParamsError, match=r"review\.auto_drop"):
+        parse_params({**base, "review": {"auto_drop": "everything"}})
+    with pytest.raises(ParamsError, match=r"review\.outlier_treshold: unknown key; did you mean 'outlier_threshold'"):
+        parse_params({**base, "review": {"outlier_treshold": 0.5}})
+    with pytest.raises(ParamsError, match=r"review\.folds"):
+        parse_params({**base, "review": {"folds": 1}})
+    with pytest.raises(ValueError, match="not one of the classes"):
+        review.find_issues([Path("x.png")] * 2, ["a", "c"], ["0", "1"], ["a", "b"], ReviewParams(), None)
+
+
+def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
+    from imgclass.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"classes": CLASSES, "models": {"m": {"arch": "cnn_simple"}},
+                                      "review": {"image_size": 96, "auto_drop": "label", "drop_label_score": 0.5}}))
+    out = tmp_path / "out"
+    assert main(["review", str(noisy_tree["src"]), str(out), "--params", str(params)]) == 0
+    with (out / "issues.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == review.ISSUE_COLUMNS
+    assert {"path": noisy_tree["flipped"], "issue": "label", "suggested_class": "vehicles"}.items() <= \
+        next(r for r in rows if r["path"] == noisy_tree["flipped"] and r["issue"] == "label").items()
+    with (out / "auto_drop.csv").open() as f:
+        drops = list(csv.DictReader(f))
+    assert list(drops[0]) == review.AUTO_DROP_COLUMNS and noisy_tree["flipped"] in {d["path"] for d in drops}
+    page = (out / "index.html").read_text()
+    assert "flipped_" in page and "vehicles" in page
+    assert main(["review", str(tmp_path / "missing"), str(out)]) == 1
+    assert "imgclass review:" in capsys.readouterr().err
+
+
+def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
+    """stages/review.py on validate's output: the files dvc.yaml declares, paths as report.csv's `out`."""
+    import importlib.util
+
+    from conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    validate_tree(noisy_tree["src"], tmp_path / "data/clean", parse_params({"classes": CLASSES, "models": {
+        "m": {"arch": "cnn_simple"}}}).validate, CLASSES)
+    Path("params.yaml").write_text(yaml.safe_dump({
+        "classes": CLASSES, "device": "cpu", "models": {"m": {"arch": "cnn_simple"}},
+        "review": {"image_size": 96, "auto_drop": "all"}}))
+    spec = importlib.util.spec_from_file_location("review_stage", REPO / "stages/review.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    assert stage.main() == 0
+    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/review.json",
+                   "plots/review/index.html", "plots/review/summary.png"):
+        assert Path(output).stat().st_size > 0, output
+    outs = {row["out"] for row in csv.DictReader(open("data/clean/report.csv")) if row["status"] == "ok"}
+    issues = list(csv.DictReader(open("data/review/issues.csv")))
+    assert issues and {row["path"] for row in issues} <= outs
+    drops = list(csv.DictReader(open("data/review/auto_drop.csv")))
+    assert drops and all(row["reason"] for row in drops)
+    import json
+
+    metrics = json.loads(Path("metrics/review.json").read_text())
+    assert metrics["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(metrics)
+    assert stage.main() == 0  # a rerun: every embedding from data/embeddings
+    assert len(list(Path("data/embeddings").glob("*/embeddings.npz"))) == 1
