@@ -9,7 +9,9 @@ and seeds training) the images are split and cached, every model of the file is 
 best-on-validation checkpoint is scored on the test split, through the library's own functions as the
 stages call them. No parameter is tuned here. Prints a table and one JSON line. Goals (issue 12): the
 pretrained model's median test accuracy >= 0.95 on the pair and >= 0.90 on five classes, each
-configuration (split + training + test, all models) within 5 minutes on 2 cores.
+configuration (split + training + test, all models) within 5 minutes on 2 cores, judged on its CPU
+seconds (run with OMP_NUM_THREADS=1 they are its wall time on an idle machine; the wall time on shared
+cores is printed too).
 """
 
 from __future__ import annotations
@@ -101,12 +103,16 @@ def run_set(set_name: str, seeds: list[int], work: Path) -> list[dict]:
     results = []
     for seed in seeds:
         params = example_params(classes, seed)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         split_dir = work / f"seed{seed}" / "split"
         sizes = split_and_cache(params, rows, work / "clean", split_dir)
         models = {name: train_and_test(name, params, split_dir, work / f"seed{seed}") for name in params.models}
         seconds = round(time.perf_counter() - started, 1)
-        results.append({"set": set_name, "seed": seed, "sizes": sizes, "models": models, "seconds": seconds})
+        # CPU seconds of all threads: the wall time on an idle machine with OMP_NUM_THREADS=1, and
+        # what contention from other jobs cannot inflate
+        cpu_seconds = round(time.process_time() - cpu_started, 1)
+        results.append({"set": set_name, "seed": seed, "sizes": sizes, "models": models, "seconds": seconds,
+                        "cpu_seconds": cpu_seconds})
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -118,9 +124,11 @@ def summarise(results: list[dict]) -> dict:
         runs = [r for r in results if r["set"] == set_name]
         medians = {m: statistics.median(r["models"][m]["test_accuracy"] for r in runs) for m in runs[0]["models"]}
         slowest = max(r["seconds"] for r in runs)
+        # the time goal on CPU seconds: on shared cores the wall time measures the other jobs too
+        slowest_cpu = max(r["cpu_seconds"] for r in runs)
         out[set_name] = {"median_test_accuracy": medians, "slowest_seconds": slowest,
-                         "goal": GOALS[set_name],
-                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest <= TIME_LIMIT_S}
+                         "slowest_cpu_seconds": slowest_cpu, "goal": GOALS[set_name],
+                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest_cpu <= TIME_LIMIT_S}
     return out
 
 
@@ -139,15 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{EXAMPLE.relative_to(REPO)} on tuxpaint photos; {device_name(torch.device('cpu'))}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'set':<6}{'seed':>5}{'train/val/test':>16}{'model':>20}{'epochs':>8}{'val acc':>9}{'test acc':>10}"
-          f"{'model s':>9}{'config s':>10}")
+          f"{'model s':>9}{'config s':>10}{'config cpu s':>14}")
     for r in results:
         sizes = "/".join(str(r["sizes"][s]) for s in SPLITS)
         for name, m in r["models"].items():
             print(f"{r['set']:<6}{r['seed']:>5}{sizes:>16}{name:>20}{m['epochs_run']:>8}{m['val_accuracy']:>9.3f}"
-                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}")
+                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}{r['cpu_seconds']:>14.1f}")
     for set_name, s in summary.items():
         medians = ", ".join(f"{m} {a:.3f}" for m, a in s["median_test_accuracy"].items())
-        print(f"{set_name}: median test accuracy {medians}; slowest configuration {s['slowest_seconds']:.0f}s; "
+        print(f"{set_name}: median test accuracy {medians}; slowest configuration {s['slowest_seconds']:.0f}s "
+              f"({s['slowest_cpu_seconds']:.0f} CPU s); "
               f"goal {PRETRAINED} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
     print(json.dumps({"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)),
                       "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
