@@ -30,8 +30,9 @@ def write_review_page(out_html: Path, cards: list[dict], classes: list[str], sum
     cards: dicts with sha256, path (shown), image (file to thumbnail), class, issue, score (higher is
     worse), suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason.
     summary: counts to show at the top ({name: number or {name: number}})."""
-    sections = [_section_html(issue, group, classes, max_per_issue) for issue, group in _by_issue(cards)]
-    shown = sum(min(len(group), max_per_issue) for _, group in _by_issue(cards))
+    groups = _by_issue(cards)
+    sections = [_section_html(issue, group, classes, max_per_issue) for issue, group in groups]
+    shown = sum(min(len(group), max_per_issue) for _, group in groups)
     page = PAGE.format(
         title=f"imgclass review: {shown} of {len(cards)} findings",
         summary=_summary_html(summary),
