@@ -6,7 +6,7 @@
 3. Issues, each with a score in [0, 1] where higher means more suspicious:
    - label: cleanlab's confident learning (`find_label_issues`) flags it and 1 - p(given class) is at least
      `label_threshold`; the suggested class is the most probable other class.
-   - outlier: the average cosine distance to the k nearest neighbours (cleanlab's `OutOfDistribution`)
+   - outlier: the average cosine distance to the k nearest neighbours (cleanlab's out-of-distribution score)
      lies far above the data's own spread: r / (1 + r) >= `outlier_threshold`, with r the number of
      interquartile ranges above the upper quartile (see `outlier_scores`).
    - near_duplicate: another image within `near_duplicate_distance` (cosine) in embedding space, in any
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from imgclass.embeddings import BackboneSpec, embed_images
 from imgclass.params import ReviewParams
@@ -61,19 +62,23 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
     emb = embed_images(images, sha256s, spec, cache_dir, device, cfg.batch_size)
     seconds["embed"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    reduced = reduce_dimensions(emb.features, cfg.pca)
-    pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg)
-    seconds["cv"] = time.perf_counter() - start
+    # One BLAS thread: on 2 shared cores, OpenBLAS and OpenMP threads spinning against each other made
+    # 5-fold logistic regression on 10,000 images take 43 s instead of 3 s.
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        reduced = reduce_dimensions(emb.features, cfg.pca)
+        pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg)
+        seconds["cv"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    label = label_scores(y, pred_probs)
-    in_distribution, outlier = outlier_scores(emb.features, cfg.knn)
-    suspicion = 1.0 - label["p_given"] * in_distribution
-    rows = (_label_rows(y, pred_probs, label, classes, cfg)
-            + _outlier_rows(y, outlier, classes, cfg)
-            + _near_duplicate_rows(y, emb.features, reduced, classes, cfg)
-            + _low_quality_rows(images, y, classes, cfg, quality_kinds := {}))
+        start = time.perf_counter()
+        label = label_scores(y, pred_probs)
+        neighbours = neighbourhoods(emb.features, cfg.knn, cfg.near_duplicate_distance)
+        in_distribution, outlier = outlier_scores(neighbours.mean_distance)
+        suspicion = 1.0 - label["p_given"] * in_distribution
+        rows = (_label_rows(y, pred_probs, label, classes, cfg)
+                + _outlier_rows(y, outlier, classes, cfg)
+                + _near_duplicate_rows(y, neighbours.pairs, classes)
+                + _low_quality_rows(images, y, classes, cfg, quality_kinds := {}))
     for row in rows:
         row["sha256"] = sha256s[row["index"]]
     drops = choose_auto_drop(rows, cfg, quality_kinds)
@@ -187,23 +192,48 @@ def label_scores(y: np.ndarray, pred_probs: np.ndarray) -> dict:
     return {"flagged": np.asarray(flagged, bool), "p_given": p_given}
 
 
-def outlier_scores(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cleanlab's OutOfDistribution score, outlier score) per image, from the average cosine distance d
-    to the k nearest neighbours in the full embeddings (the PCA-reduced ones separate off-topic images
-    less). cleanlab's score is exp(-d / median(d)): 0.37 for a typical image, towards 0 far away. Its
-    spread differs between data sets (28-px clothes vs photos), so the outlier score is relative:
-    r / (1 + r) with r = how many interquartile ranges d lies above the upper quartile; cleanlab's
-    Datalab flags r > 1.7 (score 0.63), r = 4 is 0.8."""
-    from cleanlab.outlier import OutOfDistribution
+@dataclass
+class Neighbourhoods:
+    mean_distance: np.ndarray             # N: average cosine distance to the k nearest other images
+    pairs: list[tuple[int, int, float]]   # (i, j, cosine distance), i < j, within the near-duplicate distance
 
-    if len(features) < 4:
-        return np.ones(len(features)), np.zeros(len(features))
-    k = min(k, len(features) - 1)
-    ood = np.asarray(OutOfDistribution(params={"k": k}).fit_score(features=features, verbose=False), float)
-    distance = -np.log(np.clip(ood, 1e-300, 1.0))  # d / median(d): the scale cancels in r
-    q1, q3 = np.percentile(distance, [25, 75])
-    beyond = np.clip((distance - q3) / max(q3 - q1, 1e-12), 0.0, None)
-    return ood, beyond / (1.0 + beyond)
+
+def neighbourhoods(features: np.ndarray, k: int, max_duplicate_distance: Optional[float]) -> Neighbourhoods:
+    """One pass of cosine similarities over the full embeddings (unit rows), 1024 rows at a time:
+    the k-nearest-neighbour distances cleanlab's outlier score needs, and the near-duplicate pairs."""
+    n = len(features)
+    k = max(1, min(k, n - 1))
+    mean_distance = np.zeros(n)
+    pairs = []
+    for start in range(0, n, 1024):
+        sims = features[start:start + 1024] @ features.T
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf  # an image is not its own neighbour
+        nearest = np.partition(-sims, k - 1, axis=1)[:, :k] if n > 1 else np.zeros((len(sims), 1))
+        mean_distance[start:start + len(sims)] = np.clip(1.0 + nearest, 0.0, 2.0).mean(axis=1)
+        if max_duplicate_distance is not None:
+            close_rows, close_cols = np.nonzero(sims >= 1.0 - max_duplicate_distance)
+            pairs += [(int(r + start), int(c), max(0.0, 1.0 - float(sims[r, c])))
+                      for r, c in zip(close_rows, close_cols) if r + start < c]
+    return Neighbourhoods(mean_distance=mean_distance, pairs=pairs)
+
+
+def outlier_scores(mean_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cleanlab's out-of-distribution score, outlier score) per image from the average distance d to
+    the k nearest neighbours (the full embeddings separate off-topic images better than PCA's).
+    cleanlab's score is exp(-d / median(d)), as its OutOfDistribution computes it: 0.37 for a typical
+    image, towards 0 far away. Its spread differs between data sets (28-px clothes vs photos), so the
+    outlier score is relative: r / (1 + r) with r = how many interquartile ranges d lies above the
+    upper quartile; cleanlab's Datalab flags r > 1.7 (score 0.63); r = 4 is 0.8."""
+    from cleanlab.internal.outlier import transform_distances_to_scores
+
+    if len(mean_distance) < 4:
+        return np.ones(len(mean_distance)), np.zeros(len(mean_distance))
+    scale = max(float(np.median(mean_distance)), 100 * np.finfo(np.float64).eps)
+    ood = transform_distances_to_scores(mean_distance, t=1, scaling_factor=scale)
+    q1, q3 = np.percentile(mean_distance, [25, 75])
+    beyond = np.clip((mean_distance - q3) / max(q3 - q1, 1e-12), 0.0, None)
+    return np.asarray(ood, float), beyond / (1.0 + beyond)
 
 
 def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: float, suggested: str = "") -> dict:
@@ -226,34 +256,10 @@ def _outlier_rows(y, outlier: np.ndarray, classes, cfg: ReviewParams) -> list[di
     return [_row(i, y, classes, "outlier", outlier[i]) for i in hits[np.argsort(-outlier[hits], kind="stable")]]
 
 
-def close_pairs(features: np.ndarray, max_distance: float) -> list[tuple[int, int]]:
-    """(i, j), i < j, whose cosine distance is at most max_distance; features are unit rows."""
-    pairs = []
-    for start in range(0, len(features), 2048):
-        sims = features[start:start + 2048] @ features.T
-        rows, cols = np.nonzero(sims >= 1.0 - max_distance)
-        pairs += [(int(r), int(c)) for r, c in zip(rows + start, cols) if r < c]
-    return pairs
-
-
-def near_duplicate_pairs(features: np.ndarray, reduced: np.ndarray, max_distance: float) -> list[tuple[int, int, float]]:
-    """(i, j, cosine distance of the full embeddings) within max_distance. Candidates come from the
-    PCA-reduced vectors with a looser bound (10x fewer multiplications), then the full vectors decide."""
-    candidates = close_pairs(reduced, 2 * max_distance + 0.01)
-    pairs = []
-    for i, j in candidates:
-        distance = max(0.0, 1.0 - float(features[i] @ features[j]))
-        if distance <= max_distance:
-            pairs.append((i, j, distance))
-    return pairs
-
-
-def _near_duplicate_rows(y, features, reduced, classes, cfg: ReviewParams) -> list[dict]:
+def _near_duplicate_rows(y, pairs: list[tuple[int, int, float]], classes) -> list[dict]:
     """One row per image that has a near-duplicate; score = 1 - its smallest distance (1 = identical)."""
-    if cfg.near_duplicate_distance is None:
-        return []
     closest: dict[int, float] = {}
-    for i, j, distance in near_duplicate_pairs(features, reduced, cfg.near_duplicate_distance):
+    for i, j, distance in pairs:
         for index in (i, j):
             closest[index] = min(closest.get(index, 2.0), distance)
     ordered = sorted(closest.items(), key=lambda item: (item[1], item[0]))
