@@ -13,8 +13,9 @@
      class; complements validate's perceptual hash (which sees pixels, not content).
    - low_quality: dark, blurry or low-information (image_quality.py, cleanvision's measurements).
    - class_imbalance: in the summary only (a class, not an image, has it).
-4. One suspicion ranking over label and outlier: 1 - p(given class) x cleanlab's OOD score (1 = typical),
-   i.e. one minus the chance that an image is both on-topic and correctly labelled.
+4. One suspicion ranking over label and outlier: 1 - p(given class) x typicality (cleanlab's OOD score over
+   its median, at most 1), i.e. one minus the chance that an image is both on-topic and correctly labelled;
+   a typical image's suspicion is 1 - p(given class).
 5. auto_drop: `none` | `outliers` | `label` | `all` (label + outliers + low quality), each with a stricter
    `drop_*` score; every dropped image is listed with its reason.
 """
@@ -74,7 +75,7 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
         label = label_scores(y, pred_probs)
         neighbours = neighbourhoods(emb.features, cfg.knn, cfg.near_duplicate_distance)
         in_distribution, outlier = outlier_scores(neighbours.mean_distance)
-        suspicion = 1.0 - label["p_given"] * in_distribution
+        suspicion = 1.0 - label["p_given"] * typicality(in_distribution)
         rows = (_label_rows(y, pred_probs, label, classes, cfg)
                 + _outlier_rows(y, outlier, classes, cfg)
                 + _near_duplicate_rows(y, neighbours.pairs, classes)
@@ -234,6 +235,14 @@ def outlier_scores(mean_distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     q1, q3 = np.percentile(mean_distance, [25, 75])
     beyond = np.clip((mean_distance - q3) / max(q3 - q1, 1e-12), 0.0, None)
     return np.asarray(ood, float), beyond / (1.0 + beyond)
+
+
+def typicality(in_distribution: np.ndarray) -> np.ndarray:
+    """cleanlab's OOD score relative to the median image's, capped at 1: 1 for the nearer half,
+    exp(-(d - median) / median) beyond it."""
+    if len(in_distribution) == 0:
+        return in_distribution
+    return np.minimum(1.0, in_distribution / max(float(np.median(in_distribution)), 1e-300))
 
 
 def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: float, suggested: str = "") -> dict:

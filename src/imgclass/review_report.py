@@ -76,7 +76,7 @@ def summary_png(result: ReviewResult, classes: list[str], path: Path) -> Path:
     left.legend(fontsize=8)
     right.hist(result.suspicion, bins=40, color="tab:gray")
     right.set_yscale("log")
-    right.set_title("suspicion: 1 - p(given class) x out-of-distribution score")
+    right.set_title("suspicion: 1 - p(given class) x typicality")
     right.set_xlabel("suspicion (higher = more likely mislabelled or off-topic)")
     fig.tight_layout()
     return save_png(fig, path)
