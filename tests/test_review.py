@@ -143,7 +143,7 @@ def test_cache_embeds_only_new_images(tmp_path):
     assert first.embedded == 5
     again = embed_images(photos, shas, spec, tmp_path)
     assert again.embedded == 3  # the five known sha256s came from the cache
-    np.testing.assert_allclose(again.features[:5], first.features, atol=2e-3)  # stored as float16
+    np.testing.assert_array_equal(again.features[:5], first.features)  # a rerun reviews the same vectors
     assert embed_images(photos, shas, spec, tmp_path).embedded == 0
     assert embed_images(photos, shas, BackboneSpec("efficientnet_lite0", 48), tmp_path).embedded == 8  # new size
 
@@ -242,8 +242,11 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
 
     metrics = json.loads(Path("metrics/review.json").read_text())
     assert metrics["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(metrics)
-    assert stage.main() == 0  # a rerun: every embedding from data/embeddings
+    first_issues = Path("data/review/issues.csv").read_text()
+    assert stage.main() == 0  # a rerun: every embedding and quality measurement from data/embeddings
     assert len(list(Path("data/embeddings").glob("*/embeddings.npz"))) == 1
+    assert len(list(Path("data/embeddings").glob("quality-v*.npz"))) == 1
+    assert Path("data/review/issues.csv").read_text() == first_issues
 
 
 def test_missing_offline_weights_are_a_one_line_error(noisy_tree, tmp_path, monkeypatch, capsys):

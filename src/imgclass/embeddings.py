@@ -75,7 +75,8 @@ def embed_images(paths: Sequence[Path], sha256s: Sequence[str], spec: BackboneSp
         if sha not in cached and sha not in todo:
             todo[sha] = Path(path)
     if todo:
-        new = _run_backbone(list(todo.values()), spec, device, batch_size, folder)
+        # Rounded as the cache stores them, so that a first run and a rerun give the same review.
+        new = _run_backbone(list(todo.values()), spec, device, batch_size, folder).astype(np.float16)
         cached.update(zip(todo, new))
         if folder is not None:
             save_cache(folder, cached)

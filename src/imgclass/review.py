@@ -79,7 +79,7 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
         rows = (_label_rows(y, pred_probs, label, classes, cfg)
                 + _outlier_rows(y, outlier, classes, cfg)
                 + _near_duplicate_rows(y, neighbours.pairs, classes)
-                + _low_quality_rows(images, y, classes, cfg, quality_kinds := {}))
+                + _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg, quality_kinds := {}))
     for row in rows:
         row["sha256"] = sha256s[row["index"]]
     drops = choose_auto_drop(rows, cfg, quality_kinds)
@@ -275,11 +275,12 @@ def _near_duplicate_rows(y, pairs: list[tuple[int, int, float]], classes) -> lis
     return [_row(i, y, classes, "near_duplicate", 1.0 - d) for i, d in ordered]
 
 
-def _low_quality_rows(images, y, classes, cfg: ReviewParams, kinds_out: dict[int, str]) -> list[dict]:
+def _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg: ReviewParams,
+                      kinds_out: dict[int, str]) -> list[dict]:
     """Rows for dark/blurry/low-information images; `kinds_out` gets index -> kind (for the reason)."""
     from imgclass import image_quality
 
-    severity = image_quality.severities([Path(p) for p in images])
+    severity = image_quality.severities([Path(p) for p in images], sha256s, cache_dir)
     worst, kinds = image_quality.worst_kind(severity)
     hits = np.flatnonzero(worst >= cfg.low_quality_threshold)
     kinds_out.update({int(i): kinds[i] for i in hits})
