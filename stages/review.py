@@ -21,6 +21,9 @@ def accepted_images(report_csv: Path) -> list[dict]:
 def main() -> int:
     params = load_params()
     start = time.perf_counter()
+    if not (CLEAN / "report.csv").exists():
+        print(f"review: {CLEAN / 'report.csv'} not found; run the validate stage first", file=sys.stderr)
+        return 1
     rows = accepted_images(CLEAN / "report.csv")
     paths = [row["out"] for row in rows]
     labels = [row["class"] for row in rows]
@@ -28,7 +31,7 @@ def main() -> int:
     images = [CLEAN / p for p in paths]
     try:
         result = review.find_issues(images, labels, sha256s, params.classes, params.review,
-                                    Path("data/embeddings"), resolve_device(params.device).type)
+                                    Path("data/embeddings"), resolve_device(params.device).type, params.seed)
     except (WeightsUnavailable, ValueError, RuntimeError) as exc:  # offline weights, bad data, device
         print(f"review: {exc}", file=sys.stderr)
         return 1

@@ -40,7 +40,6 @@ AUTO_DROP_COLUMNS = ["sha256", "path", "class", "issue", "score", "reason"]
 ISSUE_KINDS = ("label", "outlier", "near_duplicate", "low_quality")
 AUTO_DROP_ISSUES = {"none": (), "outliers": ("outlier",), "label": ("label",),
                     "all": ("label", "outlier", "low_quality")}
-_SEED = 0  # folds and PCA are fixed: the same images give the same review
 
 
 @dataclass
@@ -54,8 +53,9 @@ class ReviewResult:
 
 
 def find_issues(images: list[Path], labels: list[str], sha256s: list[str], classes: list[str],
-                cfg: ReviewParams, cache_dir: Path | None, device: str = "cpu") -> ReviewResult:
-    """Review `images` (labelled `labels`, one of `classes`); see the module docstring."""
+                cfg: ReviewParams, cache_dir: Path | None, device: str = "cpu", seed: int = 0) -> ReviewResult:
+    """Review `images` (labelled `labels`, one of `classes`); see the module docstring. `seed` draws
+    the folds and PCA's random projection: the same images and seed give the same review."""
     y = _label_indices(images, labels, sha256s, classes)
     seconds = {}
     start = time.perf_counter()
@@ -67,8 +67,8 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
     # 5-fold logistic regression on 10,000 images take 43 s instead of 3 s.
     with threadpool_limits(1):
         start = time.perf_counter()
-        reduced = reduce_dimensions(emb.features, cfg.pca)
-        pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg)
+        reduced = reduce_dimensions(emb.features, cfg.pca, seed)
+        pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg, seed)
         seconds["cv"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -96,34 +96,35 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
 def _label_indices(images: Sequence[Path], labels: Sequence[str], sha256s: Sequence[str],
                    classes: Sequence[str]) -> np.ndarray:
     if not (len(images) == len(labels) == len(sha256s)):
-        raise ValueError(f"review: {len(images)} images, {len(labels)} labels and {len(sha256s)} sha256s differ")
+        raise ValueError(f"{len(images)} images, {len(labels)} labels and {len(sha256s)} sha256s differ")
     if len(classes) < 2:
-        raise ValueError("review: needs at least 2 classes")
+        raise ValueError("needs at least 2 classes")
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted(set(labels) - set(index))
     if unknown:
-        raise ValueError(f"review: label {unknown[0]!r} is not one of the classes {', '.join(classes)}")
+        raise ValueError(f"label {unknown[0]!r} is not one of the classes {', '.join(classes)}")
     counts = Counter(labels)
     if len(counts) < 2:
-        raise ValueError("review: the images span fewer than 2 classes; nothing to cross-validate")
+        raise ValueError("the images span fewer than 2 classes; nothing to cross-validate")
     return np.array([index[name] for name in labels], dtype=int)
 
 
 # --- probabilities --------------------------------------------------------------------------------
 
-def reduce_dimensions(features: np.ndarray, components: Optional[int]) -> np.ndarray:
+def reduce_dimensions(features: np.ndarray, components: Optional[int], seed: int = 0) -> np.ndarray:
     """PCA to `components` (never more than the data supports), rows L2-normalised again for cosine kNN."""
     from sklearn.decomposition import PCA
 
     reduced = features
     keep = min(components or features.shape[1], features.shape[0] - 1, features.shape[1])
     if components and keep < features.shape[1]:  # randomized SVD in float32: seconds on 10,000 x 1280
-        reduced = PCA(n_components=keep, svd_solver="randomized", random_state=_SEED).fit_transform(
+        reduced = PCA(n_components=keep, svd_solver="randomized", random_state=seed).fit_transform(
             features.astype(np.float32))
     return reduced / np.maximum(np.linalg.norm(reduced, axis=1, keepdims=True), 1e-12)
 
 
-def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: ReviewParams) -> np.ndarray:
+def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: ReviewParams,
+                                seed: int = 0) -> np.ndarray:
     """N x n_classes probabilities, each row from models fitted on the other folds only."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -131,7 +132,7 @@ def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cf
     probs = np.zeros((len(y), n_classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=_SEED).split(x, y))
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
     for train, held_out in splits:
         parts = []
         if "logistic" in cfg.classifier:
