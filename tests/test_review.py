@@ -112,6 +112,13 @@ def test_dark_and_flat_images_are_low_quality(noisy_tree, reviewed):
 def test_near_duplicate_across_classes(noisy_tree, reviewed):
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin"])
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin_of"])
+    from imgclass.review_report import cards
+
+    twin = reviewed["paths"].index(noisy_tree["twin"])
+    assert reviewed["result"].duplicate_of[twin] == reviewed["paths"].index(noisy_tree["twin_of"])
+    card = next(c for c in cards(reviewed["result"], reviewed["images"], reviewed["paths"])
+                if c["path"] == noisy_tree["twin"] and c["issue"] == "near_duplicate")
+    assert "another class" in card["reason"] and card["reason"].endswith(noisy_tree["twin_of"])
 
 
 def test_auto_drop_modes(noisy_tree, reviewed):

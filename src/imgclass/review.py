@@ -50,6 +50,8 @@ class ReviewResult:
     summary: dict             # counts for metrics and the review page
     pred_probs: np.ndarray    # N x C out-of-sample probabilities, columns in `classes` order
     suspicion: np.ndarray = field(default_factory=lambda: np.zeros(0))  # N: the score `ranking` sorts by
+    details: dict = field(default_factory=dict)       # (index, issue) -> why, in words, for the review page
+    duplicate_of: dict = field(default_factory=dict)  # index -> index of its closest near-duplicate
 
 
 def find_issues(images: list[Path], labels: list[str], sha256s: list[str], classes: list[str],
@@ -76,21 +78,23 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
         neighbours = neighbourhoods(emb.features, cfg.knn, cfg.near_duplicate_distance)
         in_distribution, outlier = outlier_scores(neighbours.mean_distance)
         suspicion = 1.0 - label["p_given"] * typicality(in_distribution)
-        rows = (_label_rows(y, pred_probs, label, classes, cfg)
-                + _outlier_rows(y, outlier, classes, cfg)
-                + _near_duplicate_rows(y, neighbours.pairs, classes)
-                + _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg, quality_kinds := {}))
+        details: dict[tuple[int, str], str] = {}
+        duplicate_of: dict[int, int] = {}
+        rows = (_label_rows(y, pred_probs, label, classes, cfg, details)
+                + _outlier_rows(y, outlier, classes, cfg, details)
+                + _near_duplicate_rows(y, neighbours.pairs, classes, details, duplicate_of)
+                + _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg, details))
     for row in rows:
         row["sha256"] = sha256s[row["index"]]
-    drops = choose_auto_drop(rows, cfg, quality_kinds)
+    drops = choose_auto_drop(rows, cfg, details)
     ranking = [int(i) for i in np.lexsort((np.arange(len(y)), -suspicion))]  # ties: input order
     seconds["issues"] = time.perf_counter() - start
 
     summary = summarise(y, rows, drops, classes, pred_probs, cfg)
     summary["embedded"] = emb.embedded
     summary["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    return ReviewResult(issues=rows, ranking=ranking, auto_drop=drops, summary=summary,
-                        pred_probs=pred_probs, suspicion=suspicion)
+    return ReviewResult(issues=rows, ranking=ranking, auto_drop=drops, summary=summary, pred_probs=pred_probs,
+                        suspicion=suspicion, details=details, duplicate_of=duplicate_of)
 
 
 def _label_indices(images: Sequence[Path], labels: Sequence[str], sha256s: Sequence[str],
@@ -251,47 +255,63 @@ def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: f
             "score": round(float(score), 4), "suggested_class": suggested}
 
 
-def _label_rows(y, pred_probs, label: dict, classes, cfg: ReviewParams) -> list[dict]:
+def _label_rows(y, pred_probs, label: dict, classes, cfg: ReviewParams, details: dict) -> list[dict]:
     score = 1.0 - label["p_given"]
     others = pred_probs.copy()
     others[np.arange(len(y)), y] = -1.0  # the suggestion is never the given class
     suggested = others.argmax(axis=1)
     hits = np.flatnonzero(label["flagged"] & (score >= cfg.label_threshold))
+    for i in hits:
+        details[(int(i), "label")] = (f"p({classes[y[i]]}) = {label['p_given'][i]:.2f} out of sample; looks like "
+                                      f"{classes[suggested[i]]} (p = {pred_probs[i, suggested[i]]:.2f})")
     return [_row(i, y, classes, "label", score[i], classes[suggested[i]])
             for i in hits[np.argsort(-score[hits], kind="stable")]]
 
 
-def _outlier_rows(y, outlier: np.ndarray, classes, cfg: ReviewParams) -> list[dict]:
+def _outlier_rows(y, outlier: np.ndarray, classes, cfg: ReviewParams, details: dict) -> list[dict]:
     hits = np.flatnonzero(outlier >= cfg.outlier_threshold)
+    for i in hits:
+        beyond = outlier[i] / max(1.0 - outlier[i], 1e-12)  # score = r / (1 + r)
+        details[(int(i), "outlier")] = (f"far from every class: its distance to the {cfg.knn} nearest images is "
+                                        f"{beyond:.1f} interquartile ranges above the upper quartile")
     return [_row(i, y, classes, "outlier", outlier[i]) for i in hits[np.argsort(-outlier[hits], kind="stable")]]
 
 
-def _near_duplicate_rows(y, pairs: list[tuple[int, int, float]], classes) -> list[dict]:
+def _near_duplicate_rows(y, pairs: list[tuple[int, int, float]], classes, details: dict,
+                         duplicate_of: dict[int, int]) -> list[dict]:
     """One row per image that has a near-duplicate; score = 1 - its smallest distance (1 = identical)."""
     closest: dict[int, float] = {}
     for i, j, distance in pairs:
-        for index in (i, j):
-            closest[index] = min(closest.get(index, 2.0), distance)
+        for index, other in ((i, j), (j, i)):
+            if distance < closest.get(index, 2.0):
+                closest[index] = distance
+                duplicate_of[index] = other
+    for index, distance in closest.items():
+        other = duplicate_of[index]
+        where = "another class" if y[other] != y[index] else "the same class"
+        details[(index, "near_duplicate")] = (f"cosine distance {distance:.4f} to an image in {where} "
+                                              f"({classes[y[other]]})")
     ordered = sorted(closest.items(), key=lambda item: (item[1], item[0]))
     return [_row(i, y, classes, "near_duplicate", 1.0 - d) for i, d in ordered]
 
 
-def _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg: ReviewParams,
-                      kinds_out: dict[int, str]) -> list[dict]:
-    """Rows for dark/blurry/low-information images; `kinds_out` gets index -> kind (for the reason)."""
+def _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg: ReviewParams, details: dict) -> list[dict]:
+    """Rows for dark/blurry/low-information images (cleanvision's measurements)."""
     from imgclass import image_quality
 
     severity = image_quality.severities([Path(p) for p in images], sha256s, cache_dir)
     worst, kinds = image_quality.worst_kind(severity)
     hits = np.flatnonzero(worst >= cfg.low_quality_threshold)
-    kinds_out.update({int(i): kinds[i] for i in hits})
+    for i in hits:
+        details[(int(i), "low_quality")] = kinds[i].replace("_", " ")
     return [_row(i, y, classes, "low_quality", worst[i]) for i in hits[np.argsort(-worst[hits], kind="stable")]]
 
 
 # --- auto_drop and summary ------------------------------------------------------------------------
 
-def choose_auto_drop(rows: list[dict], cfg: ReviewParams, quality_kinds: Optional[dict[int, str]] = None) -> list[dict]:
-    """The rows `cfg.auto_drop` removes (score at least the issue's drop_* threshold), one per image."""
+def choose_auto_drop(rows: list[dict], cfg: ReviewParams, details: Optional[dict] = None) -> list[dict]:
+    """The rows `cfg.auto_drop` removes (score at least the issue's drop_* threshold), one per image;
+    `details` (ReviewResult.details) words the reasons."""
     minimum = {"label": cfg.drop_label_score, "outlier": cfg.drop_outlier_score,
                "low_quality": cfg.drop_low_quality_score}
     chosen: dict[int, dict] = {}
@@ -299,17 +319,16 @@ def choose_auto_drop(rows: list[dict], cfg: ReviewParams, quality_kinds: Optiona
         for row in rows:
             if row["issue"] == issue and row["score"] >= minimum[issue] and row["index"] not in chosen:
                 chosen[row["index"]] = {"index": row["index"], "issue": issue, "score": row["score"],
-                                        "reason": _reason(row, minimum[issue], quality_kinds or {})}
+                                        "reason": _reason(row, minimum[issue], details or {})}
     return sorted(chosen.values(), key=lambda r: (-r["score"], r["index"]))
 
 
-def _reason(row: dict, minimum: float, quality_kinds: dict[int, str]) -> str:
-    if row["issue"] == "label":
-        return (f"label: p({row['class']}) = {1 - row['score']:.3f}, flagged by confident learning; "
-                f"looks like {row['suggested_class']} (score {row['score']:.3f} >= {minimum})")
-    if row["issue"] == "outlier":
-        return f"outlier: far from every class in embedding space (score {row['score']:.3f} >= {minimum})"
-    return f"low_quality: {quality_kinds.get(row['index'], 'dark, blurry or low information')} (score {row['score']:.3f} >= {minimum})"
+def _reason(row: dict, minimum: float, details: dict) -> str:
+    """'<issue> score S >= T: <why>' — the line auto_drop.csv and the review page show."""
+    why = details.get((row["index"], row["issue"]), "")
+    if row["issue"] == "label" and not why:
+        why = f"looks like {row['suggested_class']}"
+    return f"{row['issue']} score {row['score']:.3f} >= {minimum}" + (f": {why}" if why else "")
 
 
 def summarise(y, rows, drops, classes, pred_probs, cfg: ReviewParams) -> dict:

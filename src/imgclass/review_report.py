@@ -43,7 +43,15 @@ def cards(result: ReviewResult, images: Sequence[Path], paths: Sequence[str]) ->
     return [{"sha256": r["sha256"], "path": paths[r["index"]], "image": Path(images[r["index"]]),
              "class": r["class"], "issue": r["issue"], "score": float(r["score"]),
              "suggested_class": r["suggested_class"], "auto_drop": r["index"] in dropped,
-             "reason": dropped.get(r["index"], "")} for r in result.issues]
+             "reason": dropped.get(r["index"]) or _explanation(result, r, paths)} for r in result.issues]
+
+
+def _explanation(result: ReviewResult, row: dict, paths: Sequence[str]) -> str:
+    """Why the row is there; a near-duplicate names its twin's path."""
+    why = result.details.get((row["index"], row["issue"]), "")
+    if row["issue"] == "near_duplicate" and row["index"] in result.duplicate_of:
+        why = f"{why}: {paths[result.duplicate_of[row['index']]]}" if why else paths[result.duplicate_of[row["index"]]]
+    return why
 
 
 def page_summary(result: ReviewResult) -> dict:
