@@ -41,6 +41,8 @@ def sha256(path: Path) -> str:
 
 def card(image: Path, given: str, issue: str, score: float, suggested: str = "", auto_drop: bool = False,
          reason: str = "") -> dict:
+    if suggested and not reason:  # as the review stage explains a label issue
+        reason = f"p({given}) = {1 - score:.2f} out of sample; looks like {suggested}"
     return {"sha256": sha256(image), "path": f"data/clean/{given}/{image.name}", "image": image, "class": given,
             "issue": issue, "score": score, "suggested_class": suggested, "auto_drop": auto_drop, "reason": reason}
 
@@ -220,5 +222,6 @@ def test_page_escapes_text_caps_each_issue_and_says_how_many_were_left_out(tmp_p
     assert shown[:10] == [f"{i:064x}" for i in range(29, 19, -1)]  # the worst ten, worst first
     assert "<script>alert" not in html and "&lt;script&gt;alert(29)&lt;/script&gt;.png" in html
     assert "bears, &quot;big&quot; &amp; &lt;small&gt;" in html and CLASSES[2] not in html
+    assert html.count('<div class="badge">auto-drop</div>') == 1 and ">blur &amp; noise</div>" in html
     assert html.count("data:image/jpeg;base64,") == 11
     assert out.stat().st_size < 11 * 12_000  # thumbnails, not the photos

@@ -28,7 +28,8 @@ def write_review_page(out_html: Path, cards: list[dict], classes: list[str], sum
     """Write the review page to `out_html` (atomically).
 
     cards: dicts with sha256, path (shown), image (file to thumbnail), class, issue, score (higher is
-    worse), suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason.
+    worse), suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason
+    (why it is listed or auto-dropped; shown on the card, "" for none).
     summary: counts to show at the top ({name: number or {name: number}})."""
     groups = _by_issue(cards)
     sections = [_section_html(issue, group, classes, max_per_issue) for issue, group in groups]
@@ -66,8 +67,9 @@ def _card_html(card: dict, classes: list[str]) -> str:
     thumbnail = _thumbnail_data_uri(Path(card["image"]))
     image = (f'<img src="{thumbnail}" alt="{_e(card["path"])}">' if thumbnail
              else '<div class="missing">image unreadable</div>')
-    badge = (f'<div class="badge" title="{_e(card.get("reason", ""))}">auto-drop: {_e(card.get("reason", ""))}</div>'
-             if card.get("auto_drop") else "")
+    reason = card.get("reason") or ""
+    badge = '<div class="badge">auto-drop</div>' if card.get("auto_drop") else ""
+    why = f'<div class="reason" title="{_e(reason)}">{_e(reason)}</div>' if reason else ""
     options = "".join(f'<option value="{_e(c)}"{" disabled" if c == card["class"] else ""}>'
                       f'{f"{i}: " if i <= 9 else ""}{_e(c)}</option>' for i, c in enumerate(classes, start=1))
     return f"""<article class="card" tabindex="0" data-sha256="{_e(card["sha256"])}" data-class="{_e(card["class"])}"
@@ -77,7 +79,7 @@ def _card_html(card: dict, classes: list[str]) -> str:
 <div class="path" title="{_e(card["path"])} sha256 {_e(card["sha256"])}">{_e(card["path"])}</div>
 <div>given <b>{_e(card["class"])}</b>{f" → suggested <b>{_e(suggested)}</b>" if suggested else ""}</div>
 <div class="score">score {score:.3g}</div>
-{badge}
+{badge}{why}
 <div class="state"></div>
 <div class="actions"><button type="button" data-act="keep">keep</button><button type="button" data-act="drop">drop</button>
 <select aria-label="relabel as"><option value="">relabel as…</option>{options}</select></div>
@@ -146,8 +148,8 @@ kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; background: #
 .card img, .card .missing { display: block; margin: 0 auto .3em; width: 128px; height: 128px; object-fit: contain; }
 .card .missing { color: #a00; text-align: center; line-height: 128px; }
 .path { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: #555; }
-.badge { background: #c62828; color: #fff; border-radius: 3px; padding: 0 .3em; margin: .2em 0;
-         overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.badge { display: inline-block; background: #c62828; color: #fff; border-radius: 3px; padding: 0 .3em; margin: .2em 0; }
+.reason { color: #555; overflow: hidden; display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; }
 .state { font-weight: bold; margin: .2em 0; }
 .actions { display: flex; gap: .2em; } .actions select { min-width: 0; flex: 1; }
 .note { width: 100%; box-sizing: border-box; margin-top: .2em; }
