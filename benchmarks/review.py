@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -397,8 +398,14 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def code_revision() -> dict:
+    """The commit measured, and the library files that differed from it (the tree is shared)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return {"commit": git("rev-parse", "--short", "HEAD"), "src_changed": git("status", "--porcelain", "src").splitlines()}
+
+
 def machine() -> dict:
-    return {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"code": code_revision(), "cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.is_available(), "load_average_start": round(os.getloadavg()[0], 2)}
 
 
@@ -418,6 +425,18 @@ def run_seed(seed: int, photos: list[dict], offtopic: dict, base: ReviewParams, 
         models = train_three_ways(pool, dropped, splits["test"], seed, work / f"seed{seed}")
         run |= {"training": models, "accuracy": {k: m["test_accuracy"] for k, m in models.items()}}
     return run
+
+
+def reuse_training(run: dict, earlier: dict, clean_mode: str) -> None:
+    """Copy this seed's trainings from an earlier report, with its code and whether the cleaned set
+    it trained on is the one this review drops."""
+    before = next((r for r in earlier["runs"] if r["seed"] == run["seed"] and "accuracy" in r), None)
+    if before is None:
+        return
+    same = before["review"]["drops"][clean_mode] == run["review"]["drops"][clean_mode]
+    run |= {"training": before["training"], "accuracy": before["accuracy"],
+            "training_reused": {"code": earlier["machine"].get("code"), "same_cleaned_set": same,
+                                "cleaned_set_then": before["review"]["drops"][clean_mode]}}
 
 
 def build_report(info: dict, base: ReviewParams, clean_mode: str, runs: list[dict], timing: dict | None) -> dict:
@@ -449,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (on shared cores 1 thread can be several times faster than 2)")
+    parser.add_argument("--training-from", type=Path, default=None,
+                        help="reuse the three trainings per seed of an earlier report instead of training again "
+                             "(the review changed, the data and seeds did not); the report names their code")
     parser.add_argument("--timing-only", action="store_true",
                         help="only time the 10k review again; replaces timing_10k in --out (earlier tries kept)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -470,7 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         timing = None if args.skip_timing else time_default_scrape(work / "fashion10k")
         runs = []
         for seed in args.seeds:
-            runs.append(run_seed(seed, photos, offtopic, base, clean_mode, not args.skip_training, work))
+            runs.append(run_seed(seed, photos, offtopic, base, clean_mode,
+                                 not (args.skip_training or args.training_from), work))
+            if args.training_from:
+                reuse_training(runs[-1], files.read_json(args.training_from), clean_mode)
             report = build_report(info, base, clean_mode, runs, timing)
             files.write_json(args.out, report)  # after every seed: a cut-short run keeps what it measured
     print_tables(runs, report["summary"], timing)
