@@ -329,7 +329,15 @@ def time_default_scrape(work: Path) -> dict:
     return {"images": len(pool), "scrape_validate_seconds": prepared, "cold_seconds": cold, "warm_seconds": warm,
             "cold_parts": cold_result.summary["seconds"], "warm_parts": warm_result.summary["seconds"],
             "issues": issue_counts(cold_result), "auto_drop": params.review.auto_drop,
+            "would_drop": would_drop(cold_result, params.review),
             "load_average": round(os.getloadavg()[0], 2)}
+
+
+def would_drop(result, cfg: ReviewParams) -> dict[str, int]:
+    """How many images each auto_drop mode would remove from this data at the default thresholds."""
+    from imgclass.review import choose_auto_drop
+
+    return {mode: len(choose_auto_drop(result.issues, cfg.model_copy(update={"auto_drop": mode}))) for mode in MODES}
 
 
 # --- report ---------------------------------------------------------------------------------------
