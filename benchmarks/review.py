@@ -2,7 +2,9 @@
 images, does its auto_drop remove them and little else, does cleaning give back the accuracy the noise
 took, and is it fast enough for the default 10,000 Fashion-MNIST images?
 
-    .venv/bin/python benchmarks/review.py [--seeds 0 1 2] [--skip-training] [--skip-timing]
+    .venv/bin/python benchmarks/review.py [--seeds 0 1 2] [--threads 1] [--skip-training] [--skip-timing]
+    .venv/bin/python benchmarks/review.py --training-from OLD.json   # review changed: reuse the trainings
+    .venv/bin/python benchmarks/review.py --timing-only              # time the 10k review again
 
 Data: the five tuxpaint photo classes of benchmarks/small_data.py (its mapping, photo stamps only),
 collected and validated as the stages do. Per seed (params `seed`: it moves the split and seeds
@@ -46,7 +48,8 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_data import EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_validate, example_params, train_and_test  # noqa: E402
+from small_data import (EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_validate,  # noqa: E402
+                        example_params, train_and_test)
 
 from imgclass import files, sources  # noqa: E402
 from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
@@ -104,9 +107,12 @@ def offtopic_rows(work: Path) -> dict[str, list[dict]]:
     store_fashion_items(work / "raw", FASHION_ITEMS)
     validate_tree(work / "raw", work / "clean", params.validate, [*DRAWINGS, "fashion"])
     accepted = [r for r in files.read_csv(work / "clean" / "report.csv") if r["status"] == "ok"]
-    kind = lambda row: "fashion" if row["class"] == "fashion" else "drawings"  # noqa: E731
-    return {k: [{"file": str(work / "clean" / r["out"]), "sha256": r["sha256"]} for r in accepted if kind(r) == k]
-            for k in ("drawings", "fashion")}
+    return {kind: [{"file": str(work / "clean" / r["out"]), "sha256": r["sha256"]}
+                   for r in accepted if offtopic_kind(r["class"]) == kind] for kind in ("drawings", "fashion")}
+
+
+def offtopic_kind(folder: str) -> str:
+    return "fashion" if folder == "fashion" else "drawings"
 
 
 # --- noise ----------------------------------------------------------------------------------------
@@ -184,13 +190,9 @@ def drop_quality(dropped: set[int], errors: set[int], pool: list[dict]) -> dict:
 def review_seed(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
     """Ranking recall, auto_drop per mode and the threshold sweep for one noisy pool: one find_issues
     call, then the library's own `choose_auto_drop` on its issues for every mode and threshold."""
-    from imgclass.review import choose_auto_drop
-
     errors = injected(pool)
     result, seconds = run_review(pool, base, cache_dir)
     wide, _ = run_review(pool, base.model_copy(update=WIDE_FLAGS), cache_dir)  # every score, for the sweep
-    drops = lambda **update: {int(r["index"]) for r in choose_auto_drop(result.issues, base.model_copy(update=update))}  # noqa: E731
-    swept = lambda **update: {int(r["index"]) for r in choose_auto_drop(wide.issues, base.model_copy(update=update))}  # noqa: E731
     out = {"images": len(pool), "injected": len(errors),
            "flips": sum(1 for p in pool if p["kind"] == "flipped"),
            "offtopic": sum(1 for p in pool if p["kind"].startswith("offtopic")),
@@ -199,14 +201,21 @@ def review_seed(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
            "recall_at_2x_offtopic": recall_at_2x_of(result.ranking, errors, pool, "offtopic"),
            "issues": issue_counts(result), "flagged": flag_quality(result, errors, pool),
            "cv_accuracy": result.summary.get("cv_accuracy"), "review_seconds": seconds,
-           "drops": {mode: sorted(drops(auto_drop=mode)) for mode in MODES},
+           "drops": {mode: sorted(dropped_by(result, base, auto_drop=mode)) for mode in MODES},
            "injected_ranks": injected_ranks(result, errors, pool)}
     out["modes"] = {mode: drop_quality(set(out["drops"][mode]), errors, pool) for mode in MODES}
-    out["sweep"] = [{key: value} | drop_quality(swept(auto_drop="all", **{key: value}), errors, pool)
+    out["sweep"] = [{key: value} | drop_quality(dropped_by(wide, base, auto_drop="all", **{key: value}), errors, pool)
                     for key, values in SWEEP.items() for value in values]
     out["score_quantiles"] = score_quantiles(wide, pool)
     out["plain_baseline"] = plain_baseline(pool, base, cache_dir)
     return out
+
+
+def dropped_by(result, base: ReviewParams, **update) -> set[int]:
+    """The indices the library's `choose_auto_drop` removes from `result`'s issues with `update` applied."""
+    from imgclass.review import choose_auto_drop
+
+    return {int(r["index"]) for r in choose_auto_drop(result.issues, base.model_copy(update=update))}
 
 
 def score_quantiles(result, pool: list[dict]) -> dict:
@@ -290,9 +299,13 @@ def training_sets(pool: list[dict], dropped: set[int], test: list[dict]) -> dict
     """noisy (the pool as labelled), cleaned (minus auto_drop), clean (true labels, no off-topic)."""
     kept = [p for i, p in enumerate(pool) if i not in dropped]
     clean = [p | {"label": p["true_label"]} for p in pool if p["true_label"] is not None]
-    by_split = lambda items: {"train": [p for p in items if p["split"] == "train"],  # noqa: E731
-                              "val": [p for p in items if p["split"] == "val"], "test": test}
-    return {"noisy": by_split(pool), "cleaned": by_split(kept), "clean": by_split(clean)}
+    return {"noisy": as_splits(pool, test), "cleaned": as_splits(kept, test), "clean": as_splits(clean, test)}
+
+
+def as_splits(items: list[dict], test: list[dict]) -> dict[str, list[dict]]:
+    """Pool items back into their train and val splits, beside the (always clean) test split."""
+    return {"train": [p for p in items if p["split"] == "train"], "val": [p for p in items if p["split"] == "val"],
+            "test": test}
 
 
 def train_three_ways(pool: list[dict], dropped: set[int], test: list[dict], seed: int, work: Path) -> dict:
@@ -353,7 +366,8 @@ def summarise(runs: list[dict], timing: dict | None, clean_mode: str) -> dict:
                          for m in MODES}}
     trained = [r for r in runs if "accuracy" in r]
     if trained:
-        summary["test_accuracy"] = {k: median([r["accuracy"][k] for r in trained]) for k in ("noisy", "cleaned", "clean")}
+        summary["test_accuracy"] = {k: median([r["accuracy"][k] for r in trained])
+                                    for k in ("noisy", "cleaned", "clean")}
         summary["recovered_fraction"] = median([recovered_fraction(r["accuracy"]) for r in trained])
     summary["goals"] = goals_met(summary, timing, clean_mode)
     return summary
@@ -408,13 +422,18 @@ def fmt(value) -> str:
 
 def code_revision() -> dict:
     """The commit measured, and the library files that differed from it (the tree is shared)."""
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    return {"commit": git("rev-parse", "--short", "HEAD"), "src_changed": git("status", "--porcelain", "src").splitlines()}
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "src_changed": git("status", "--porcelain", "src").splitlines()}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
 def machine() -> dict:
-    return {"code": code_revision(), "cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.is_available(), "load_average_start": round(os.getloadavg()[0], 2)}
+    return {"code": code_revision(), "cpu": platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "gpu": torch.cuda.is_available(),
+            "load_average_start": round(os.getloadavg()[0], 2)}
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -443,7 +462,8 @@ def reuse_training(run: dict, earlier: dict, clean_mode: str) -> None:
         return
     same = before["review"]["drops"][clean_mode] == run["review"]["drops"][clean_mode]
     run |= {"training": before["training"], "accuracy": before["accuracy"],
-            "training_reused": {"code": earlier["machine"].get("code"), "same_cleaned_set": same,
+            "training_reused": {"code": before.get("training_reused", {}).get("code", earlier["machine"].get("code")),
+                                "same_cleaned_set": same,
                                 "cleaned_set_then": before["review"]["drops"][clean_mode]}}
 
 
