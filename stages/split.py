@@ -39,7 +39,7 @@ def main() -> int:
                                             "moved_by_merge": changes["moved_by_merge"]})
     files.write_json("reports/split.json", {**totals, **changes, "decisions": decided})  # + previous, added, removed
     files.write_json(OUT / "counts.json", counts)
-    files.write_csv(OUT / "decisions.csv", applied, APPLIED_FIELDS)  # every image dropped or relabelled, and why
+    files.write_csv("reports/decisions.csv", applied, APPLIED_FIELDS)  # every image dropped or relabelled, and why
     if decided["not_found"]:
         print(f"split: {decided['not_found']} rows of {LABELS_CSV} name images that are not in data/clean "
               "(kept for when they return): " + ", ".join(s[:12] for s in decided["not_found_sha256"][:5]))

@@ -129,7 +129,7 @@ def test_the_split_stage_drops_relabels_and_keeps_over_an_auto_drop(project, cap
     decisions = files.read_json("reports/split.json")["decisions"]
     assert decisions == {"dropped": 1, "relabelled": 1, "auto_dropped": 1, "kept_over_auto": 1, "not_found": 1,
                          "not_found_sha256": [sha("no longer scraped")]}
-    applied = {r["sha256"]: r for r in files.read_csv("data/split/decisions.csv")}
+    applied = {r["sha256"]: r for r in files.read_csv("reports/decisions.csv")}
     assert applied[auto]["source"] == "review: outlier 0.97 far from every class"
     assert applied[dropped]["source"] == "row 2: a cartoon"
     out = capsys.readouterr().out
