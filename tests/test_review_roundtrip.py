@@ -150,6 +150,10 @@ def test_page_decisions_exported_as_labels_csv_change_the_split_and_nothing_befo
     applied = json.loads((repo / "reports" / "split.json").read_text())["decisions"]
     assert applied["dropped"] == 1 and applied["relabelled"] == 1, applied
     assert (tmp_path / "review_roundtrip.png").stat().st_size > 20_000
+    # what follows split trains on the decided labels (the relabelled image counts under its new class)
+    run(["dvc", "repro", "evaluate@cnn_simple"], repo)
+    report = json.loads((repo / "plots" / "eval" / "cnn_simple" / "report.json").read_text())
+    assert report["n"] == len((repo / "data" / "split" / "test.csv").read_text().splitlines()) - 1
 
     # the next review session starts from the committed decisions
     with browser_on(page, tmp_path / "chromium-profile-2") as browser:
