@@ -36,7 +36,8 @@ def main() -> int:
         print(f"review: {exc}", file=sys.stderr)
         return 1
     review_report.write_tables(Path("data/review"), result, paths, labels, sha256s)
-    files.write_json("metrics/review.json", review_report.metrics(result))
+    files.write_json("metrics/review.json", review_report.metrics(result))  # images flagged
+    files.write_json("reports/review.json", review_report.report(result))  # by issue, by class, auto-dropped
     review_report.write_page(Path("plots/review/index.html"), result, images, paths, params.classes)
     review_report.summary_png(result, params.classes, Path("plots/review/summary.png"))
     print(f"review: {result.summary['images']} images, issues {result.summary['issues']}, "

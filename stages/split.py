@@ -35,8 +35,7 @@ def main() -> int:
         files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
     counts = split_counts(splits)
     totals = {s: counts[s]["total"] for s in SPLITS}
-    files.write_json("metrics/split.json", {**totals, "moved": changes["moved"],
-                                            "moved_by_merge": changes["moved_by_merge"]})
+    files.write_json("metrics/split.json", {**totals, "moved": changes["moved"]})  # moved_by_merge: reports
     files.write_json("reports/split.json", {**totals, **changes, "decisions": decided})  # + previous, added, removed
     files.write_json(OUT / "counts.json", counts)
     files.write_csv("reports/decisions.csv", applied, APPLIED_FIELDS)  # every image dropped or relabelled, and why

@@ -17,7 +17,7 @@ from test_plots_offline import chromium_installed, node_modules  # noqa: F401  (
 MODELS = ("cnn_simple", "cnn_medium")
 VOTES = ("soft_vote", "weighted_vote", "hard_vote", "oracle")
 # Metric columns of `dvc exp show`: scrape (downloaded), validate (accepted), split (train, val, test,
-# moved, moved_by_merge), ensemble (three votes, the oracle, chosen_vote), benchmark (best throughput),
+# moved), review (flagged), ensemble (three votes, the oracle, chosen_vote), benchmark (best throughput),
 # and per model metrics/eval/M.json (accuracy, macro_f1, ece, train_seconds).
 FIXED_METRIC_COLUMNS, METRIC_COLUMNS_PER_MODEL = 13, 4
 DEFAULT_MODELS = 3  # params.yaml

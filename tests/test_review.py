@@ -237,7 +237,7 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     assert stage.main() == 0
-    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/review.json",
+    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/review.json", "reports/review.json",
                    "plots/review/index.html", "plots/review/summary.png"):
         assert Path(output).stat().st_size > 0, output
     outs = {row["out"] for row in csv.DictReader(open("data/clean/report.csv")) if row["status"] == "ok"}
@@ -247,8 +247,10 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     assert drops and all(row["reason"] for row in drops)
     import json
 
-    metrics = json.loads(Path("metrics/review.json").read_text())
-    assert metrics["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(metrics)
+    detail = json.loads(Path("reports/review.json").read_text())
+    assert detail["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(detail["issues"])
+    assert json.loads(Path("metrics/review.json").read_text()) == {"flagged": len({r["sha256"] for r in issues})}
+    assert detail["flagged"] == len({r["sha256"] for r in issues}) and sum(detail["auto_drop"].values()) == len(drops)
     first_issues = Path("data/review/issues.csv").read_text()
     assert stage.main() == 0  # a rerun: every embedding and quality measurement from data/embeddings
     assert len(list(Path("data/embeddings").glob("*/embeddings.npz"))) == 1

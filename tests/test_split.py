@@ -231,8 +231,7 @@ def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     write_clean_tree(tmp_path, 100)
     assert run_split_stage() == 0
-    assert files.read_json("metrics/split.json") == {"train": 140, "val": 30, "test": 30, "moved": 0,
-                                                     "moved_by_merge": 0}
+    assert files.read_json("metrics/split.json") == {"train": 140, "val": 30, "test": 30, "moved": 0}
     first = files.read_json("reports/split.json")
     assert first == {"train": 140, "val": 30, "test": 30, "previous": 0, "added": 200, "removed": 0, "moved": 0,
                      "moved_by_merge": 0, "decisions": {"dropped": 0, "relabelled": 0, "auto_dropped": 0,
@@ -242,8 +241,7 @@ def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypa
     write_clean_tree(tmp_path, 110)
     assert run_split_stage() == 0
     second = files.read_json("reports/split.json")
-    assert files.read_json("metrics/split.json") == {k: second[k] for k in ("train", "val", "test", "moved",
-                                                                           "moved_by_merge")}
+    assert files.read_json("metrics/split.json") == {k: second[k] for k in ("train", "val", "test", "moved")}
     after = {r["sha256"]: s for s in SPLITS for r in files.read_csv(f"data/split/{s}.csv")}
     assert (second["previous"], second["added"], second["removed"]) == (200, 20, 0)
     assert second["moved"] == moved_by_hand(before, after) <= 8 and second["moved_by_merge"] == 0

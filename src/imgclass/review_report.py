@@ -30,11 +30,16 @@ def write_tables(out_dir: Path, result: ReviewResult, paths: Sequence[str], labe
 
 
 def metrics(result: ReviewResult) -> dict:
-    """The numbers runs are compared on: images, issues by kind, issues by class, auto-dropped."""
+    """The one number runs are compared on (`dvc exp show` keeps to 25 metric columns): images flagged."""
+    return {"flagged": len({row["index"] for row in result.issues})}
+
+
+def report(result: ReviewResult) -> dict:
+    """The detail: images, cross-validated accuracy, issues by kind and by class, auto-dropped by kind."""
     summary = result.summary
     by_class = {cls: sum(counts.values()) for cls, counts in summary["by_class"].items()}
-    return {"images": summary["images"], "cv_accuracy": summary["cv_accuracy"], **summary["issues"],
-            "auto_drop": sum(summary["auto_drop"].values()), "issues_by_class": by_class}
+    return {**metrics(result), "images": summary["images"], "cv_accuracy": summary["cv_accuracy"],
+            "issues": summary["issues"], "issues_by_class": by_class, "auto_drop": summary["auto_drop"]}
 
 
 def cards(result: ReviewResult, images: Sequence[Path], paths: Sequence[str]) -> list[dict]:
