@@ -7,17 +7,19 @@ For each class set (`pair`: mammals vs vehicles; `five`: mammals, birds, fruit, 
 the stamps are collected and validated once; then for each seed (params `seed`: it moves the split
 and seeds training) the images are split and cached, every model of the file is trained, and its
 best-on-validation checkpoint is scored on the test split, through the library's own functions as the
-stages call them. No parameter is tuned here. Prints a table and one JSON line. Goals (issue 12): the
-pretrained model's median test accuracy >= 0.95 on the pair and >= 0.90 on five classes, each
-configuration (split + training + test, all models) within 5 minutes on 2 cores, judged on its CPU
-seconds (run with OMP_NUM_THREADS=1 they are its wall time on an idle machine; the wall time on shared
-cores is printed too).
+stages call them. No parameter is tuned here. Prints a table and one JSON line (also written to
+benchmarks/results/small_data.json). Goals (issue 12): the pretrained model's median test accuracy
+>= 0.95 on the pair and >= 0.90 on five classes, each configuration (split + training + test, all
+models) within 5 minutes on 2 cores, judged on its wall time with torch's default threads. Other jobs
+on the cores inflate that, so each configuration also records the 1-minute load average when it ends,
+and its CPU seconds (all threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -50,6 +52,7 @@ SETS = {"pair": ["mammals", "vehicles"], "five": list(MAPPING)}
 GOALS = {"pair": 0.95, "five": 0.90}
 PRETRAINED = "efficientnet_lite0"
 TIME_LIMIT_S = 300
+RESULTS = REPO / "benchmarks" / "results" / "small_data.json"
 
 
 def example_params(classes: list[str], seed: int) -> Params:
@@ -108,11 +111,9 @@ def run_set(set_name: str, seeds: list[int], work: Path) -> list[dict]:
         sizes = split_and_cache(params, rows, work / "clean", split_dir)
         models = {name: train_and_test(name, params, split_dir, work / f"seed{seed}") for name in params.models}
         seconds = round(time.perf_counter() - started, 1)
-        # CPU seconds of all threads: the wall time on an idle machine with OMP_NUM_THREADS=1, and
-        # what contention from other jobs cannot inflate
-        cpu_seconds = round(time.process_time() - cpu_started, 1)
+        cpu_seconds = round(time.process_time() - cpu_started, 1)  # all threads
         results.append({"set": set_name, "seed": seed, "sizes": sizes, "models": models, "seconds": seconds,
-                        "cpu_seconds": cpu_seconds})
+                        "cpu_seconds": cpu_seconds, "load_average": round(os.getloadavg()[0], 2)})
         print(json.dumps(results[-1]), flush=True)
     return results
 
@@ -124,11 +125,10 @@ def summarise(results: list[dict]) -> dict:
         runs = [r for r in results if r["set"] == set_name]
         medians = {m: statistics.median(r["models"][m]["test_accuracy"] for r in runs) for m in runs[0]["models"]}
         slowest = max(r["seconds"] for r in runs)
-        # the time goal on CPU seconds: on shared cores the wall time measures the other jobs too
         slowest_cpu = max(r["cpu_seconds"] for r in runs)
         out[set_name] = {"median_test_accuracy": medians, "slowest_seconds": slowest,
                          "slowest_cpu_seconds": slowest_cpu, "goal": GOALS[set_name],
-                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest_cpu <= TIME_LIMIT_S}
+                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest <= TIME_LIMIT_S}
     return out
 
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
     results = []
@@ -147,20 +148,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{EXAMPLE.relative_to(REPO)} on tuxpaint photos; {device_name(torch.device('cpu'))}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'set':<6}{'seed':>5}{'train/val/test':>16}{'model':>20}{'epochs':>8}{'val acc':>9}{'test acc':>10}"
-          f"{'model s':>9}{'config s':>10}{'config cpu s':>14}")
+          f"{'model s':>9}{'config s':>10}{'config cpu s':>14}{'load':>6}")
     for r in results:
         sizes = "/".join(str(r["sizes"][s]) for s in SPLITS)
         for name, m in r["models"].items():
             print(f"{r['set']:<6}{r['seed']:>5}{sizes:>16}{name:>20}{m['epochs_run']:>8}{m['val_accuracy']:>9.3f}"
-                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}{r['cpu_seconds']:>14.1f}")
+                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}{r['cpu_seconds']:>14.1f}"
+                  f"{r['load_average']:>6.1f}")
     for set_name, s in summary.items():
         medians = ", ".join(f"{m} {a:.3f}" for m, a in s["median_test_accuracy"].items())
         print(f"{set_name}: median test accuracy {medians}; slowest configuration {s['slowest_seconds']:.0f}s "
               f"({s['slowest_cpu_seconds']:.0f} CPU s); "
               f"goal {PRETRAINED} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
-    print(json.dumps({"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)),
-                      "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
-                      "results": results, "summary": summary}))
+    report = {"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)),
+              "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
+              "results": results, "summary": summary}
+    files.write_json(args.out, report)
+    print(json.dumps(report))
     return 0
 
 
