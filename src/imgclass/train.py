@@ -344,7 +344,7 @@ def calibrated(s: Stepper, prep: Preprocessing, val_ds: Dataset) -> Preprocessin
     return dataclasses.replace(prep, temperature=temperature)
 
 
-# Below this many validation images one image moves accuracy by more than a point: a lucky epoch can win.
+# Below this many validation images one image moves accuracy by over a point: a lucky epoch can win.
 FEW_VALIDATION_IMAGES = 100
 
 
