@@ -20,7 +20,18 @@ def main() -> int:
                     ["model", "device", "arch_device", "batch_size", "train_images_per_s", "infer_images_per_s",
                      "epoch_seconds"])
     files.write_text("plots/benchmark/table.md", benchmark.markdown_table(result["rows"]))
+    print(summary_line(result))
     return 0
+
+
+def summary_line(result: dict) -> str:
+    if not result["rows"]:
+        unavailable = ", ".join(dev for dev, name in result["devices"].items() if name == "unavailable")
+        return f"benchmark: nothing measured; unavailable devices: {unavailable or 'none'}"
+    best = max(result["rows"], key=lambda row: row["train_images_per_s"])
+    return (f"benchmark: {len(result['rows'])} configurations; fastest training {best['train_images_per_s']:.1f} "
+            f"images/s ({best['model']} on {best['device']}, batch {best['batch_size']}); "
+            f"table in plots/benchmark/table.md")
 
 
 if __name__ == "__main__":

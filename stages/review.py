@@ -40,10 +40,17 @@ def main() -> int:
     files.write_json("reports/review.json", review_report.report(result))  # by issue, by class, auto-dropped
     review_report.write_page(Path("plots/review/index.html"), result, images, paths, params.classes)
     review_report.summary_png(result, params.classes, Path("plots/review/summary.png"))
-    print(f"review: {result.summary['images']} images, issues {result.summary['issues']}, "
-          f"auto_drop ({params.review.auto_drop}) {len(result.auto_drop)}, embedded {result.summary['embedded']}, "
-          f"seconds {result.summary['seconds']} + writing; total {time.perf_counter() - start:.1f}")
+    print(summary_line(result, params.review.auto_drop, time.perf_counter() - start))
     return 0
+
+
+def summary_line(result: review.ReviewResult, auto_drop_mode: str, total_seconds: float) -> str:
+    """review: 2000 images; issues: label 12, outlier 3, ...; auto_drop (none) 0; embedded 2000; embed 30.1 s, ..."""
+    summary = result.summary
+    issues = ", ".join(f"{kind} {count}" for kind, count in summary["issues"].items())
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in summary["seconds"].items())
+    return (f"review: {summary['images']} images; issues: {issues}; auto_drop ({auto_drop_mode}) "
+            f"{len(result.auto_drop)}; embedded {summary['embedded']}; {steps}; total {total_seconds:.1f} s")
 
 
 if __name__ == "__main__":

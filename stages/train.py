@@ -27,7 +27,16 @@ def main(name: str) -> int:
         history = result.pop("history")
         files.write_json(f"metrics/train/{name}.json", result)
         training_curves_png(history, Path(f"plots/train/{name}.png"), title=name)
+        print(summary_line(name, result))
     return 0
+
+
+def summary_line(name: str, summary: dict) -> str:
+    processes = summary["processes"]
+    return (f"train {name}: kept epoch {summary['best_epoch'] + 1} of {summary['epochs_run']} "
+            f"(val_accuracy {summary['val_accuracy']:.4f}, val_loss {summary['val_loss']:.4f}); "
+            f"{summary['train_seconds']:.1f} s on {summary['device']}"
+            + (f", {processes} processes" if processes > 1 else ""))
 
 
 if __name__ == "__main__":

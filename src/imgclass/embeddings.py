@@ -30,6 +30,7 @@ from imgclass.files import atomic_path
 from imgclass.images import load_rgb
 from imgclass.params import ValidateParams
 from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from imgclass.progress import Progress
 
 EMBEDDING_VERSION = 2  # bump when preprocessing changes: every cached vector becomes stale (2: alpha on white)
 CACHE_FILE = "embeddings.npz"
@@ -103,13 +104,15 @@ def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size
     forward = _backbone(spec, device, folder)
     mean, std = _mean_std(spec.model)
     out = []
-    for batch in _batches(paths, spec.image_size, batch_size):
-        x = (batch.astype(np.float32) / 255 - mean) / std
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        feats = forward(x)
-        if spec.hflip:
-            feats = feats + forward(np.ascontiguousarray(x[..., ::-1]))
-        out.append(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
+    with Progress(len(paths), "review: embedding") as progress:
+        for batch in _batches(paths, spec.image_size, batch_size):
+            x = (batch.astype(np.float32) / 255 - mean) / std
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            feats = forward(x)
+            if spec.hflip:
+                feats = feats + forward(np.ascontiguousarray(x[..., ::-1]))
+            out.append(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
+            progress.update(len(batch))
     return np.concatenate(out).astype(np.float32)
 
 

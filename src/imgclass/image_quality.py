@@ -20,6 +20,7 @@ from cleanvision.issue_managers.image_property import BlurrinessProperty, Bright
 
 from imgclass.embeddings import decode_rgb
 from imgclass.files import atomic_path
+from imgclass.progress import track
 
 KINDS = ("dark", "blurry", "low_information")
 QUALITY_VERSION = 1  # bump when a measurement changes: cached severities become stale
@@ -60,7 +61,7 @@ def severities(paths: Sequence[Path], sha256s: Optional[Sequence[str]] = None,
 
 def _measure_severities(paths: list[Path], workers: int) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow's filters release the GIL
-        raw = pd.DataFrame(list(pool.map(measure, paths)))
+        raw = pd.DataFrame(list(track(pool.map(measure, paths), "review: quality", total=len(paths))))
     props = _properties()
     columns = []
     for kind in KINDS:

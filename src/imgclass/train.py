@@ -28,12 +28,12 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
-from tqdm.auto import tqdm
 
 from imgclass import models, resume
 from imgclass.augment import augmentation, batch_mixing
@@ -44,6 +44,7 @@ from imgclass.losses import (NEEDS_TEMPERATURE, balanced_class_weights, fit_temp
                              probability_output)
 from imgclass.params import ModelParams, Params, ParamsError
 from imgclass.preprocess import Preprocessing
+from imgclass.progress import Progress
 from imgclass.split import load_split
 from imgclass.tracking import Tracker
 
@@ -223,8 +224,7 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
         models.freeze_batchnorm_statistics(s.model)
     total_loss, correct, seen = 0.0, 0, 0
     with torch.set_grad_enabled(training):
-        for images, labels in tqdm(loader, desc=desc, leave=False, mininterval=2.0,
-                                   disable=None if s.world.is_main else True):
+        for images, labels in reported(loader, desc, s.world):
             images = images.to(s.device, non_blocking=True)
             labels = labels.to(s.device, non_blocking=True)
             targets = labels
@@ -244,6 +244,20 @@ def run_epoch(s: Stepper, loader: DataLoader, optimizer=None, scheduler=None, fr
             seen += len(labels)
     total_loss, correct, seen = s.world.sum([total_loss, correct, seen], s.device)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def reported(loader: DataLoader, desc: str, world: World, shared: bool = True) -> Iterator:
+    """The loader's batches, reporting images done, rate and ETA from rank 0 alone (N processes would
+    print every line N times). A loader `shared` among the processes counts for all of them: rank 0's
+    images times their number, the shares being equal to within one image."""
+    if not world.is_main:
+        yield from loader
+        return
+    processes = world.size if shared else 1
+    with Progress(len(loader.sampler) * processes, desc) as progress:
+        for images, labels in loader:
+            yield images, labels
+            progress.update(len(labels) * processes)
 
 
 def step(s: Stepper, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
@@ -291,7 +305,7 @@ def dropout_before_head(model: nn.Module) -> float:
 
 
 @torch.no_grad()
-def head_inputs(s: Stepper, dataset: Dataset) -> TensorDataset:
+def head_inputs(s: Stepper, dataset: Dataset, desc: str) -> TensorDataset:
     """(features, labels) of every image: what the head receives, captured by a hook, with the whole
     network in eval mode (backbone dropout and stochastic depth off, BatchNorm statistics fixed)."""
     head = s.model.get_submodule(models.head_name(s.model))
@@ -300,7 +314,8 @@ def head_inputs(s: Stepper, dataset: Dataset) -> TensorDataset:
     labels = []
     s.model.eval()
     try:
-        for images, y in make_loader(dataset, s.cfg.batch_size * 2, False, 0, s.cfg.num_workers, s.device):
+        loader = make_loader(dataset, s.cfg.batch_size * 2, False, 0, s.cfg.num_workers, s.device)
+        for images, y in reported(loader, desc, s.world, shared=False):
             with autocast(s.device, s.cfg.amp):
                 s.forward(images.to(s.device, non_blocking=True))
             labels.append(y)
@@ -318,7 +333,8 @@ def feature_phase(s: Stepper, train_ds: Dataset, val_ds: Dataset) -> tuple[Featu
     stay in host memory: N x head width floats (7,000 images x 1,280 = 36 MB for efficientnet_lite0).
     Under torchrun every process computes all of them: one pass, then each trains on its share."""
     started = time.perf_counter()
-    train_features, val_features = head_inputs(s, train_ds), head_inputs(s, val_ds)
+    train_features = head_inputs(s, train_ds, "frozen phase: caching train features")
+    val_features = head_inputs(s, val_ds, "frozen phase: caching validation features")
     s.world.print(f"frozen phase: cached {train_features.tensors[0].shape[1]}-d features of {len(train_features)} "
                   f"train and {len(val_features)} val images in {time.perf_counter() - started:.1f}s")
     head = nn.Sequential(nn.Dropout(dropout_before_head(s.model)), s.model.get_submodule(models.head_name(s.model)))
@@ -389,12 +405,20 @@ def train_one_epoch(s: Stepper, train_loader: DataLoader, val_loader: DataLoader
     # The shuffle is shared by all processes (one permutation); augmentation differs per process.
     train_loader.sampler.set_epoch(epoch)
     torch.manual_seed((seed * 1000 + epoch) * s.world.size + s.world.rank)
-    train_m = run_epoch(s, train_loader, optimizer, scheduler, frozen=phase.name == "frozen", desc=f"{desc} {phase.name}")
-    val_m = run_epoch(s, val_loader, desc=f"{desc} val")
+    train_m = run_epoch(s, train_loader, optimizer, scheduler, frozen=phase.name == "frozen",
+                        desc=pass_desc(desc, phase.name))
+    val_m = run_epoch(s, val_loader, desc=pass_desc(desc, "validation"))
     metrics = {"train_loss": train_m["loss"], "train_accuracy": train_m["accuracy"],
                "val_loss": val_m["loss"], "val_accuracy": val_m["accuracy"], "lr": optimizer.param_groups[-1]["lr"]}
     s.world.print(f"{desc} {phase.name}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return metrics
+
+
+def pass_desc(epoch_desc: str, part: str) -> str:
+    """("cnn_simple 3/8", "unfrozen") -> "cnn_simple epoch 3/8 (unfrozen)": what the progress lines of one
+    pass of an epoch start with (the epoch's metric line keeps "cnn_simple 3/8 unfrozen:")."""
+    name, _, count = epoch_desc.rpartition(" ")
+    return f"{name} epoch {count} ({part})".lstrip()
 
 
 def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,

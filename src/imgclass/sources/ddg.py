@@ -38,10 +38,10 @@ from typing import Callable, Optional
 import requests
 from ddgs import DDGS
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
-from tqdm import tqdm
 
 from imgclass import files
 from imgclass.params import DdgSource, Params
+from imgclass.progress import track
 from imgclass.sources import SourceError
 from imgclass.sources.download import HEADERS, Job, Journal, download_class, journal_dir, remove_temp_files
 from imgclass.sources.retry import Transient, call_with_retries
@@ -78,7 +78,7 @@ def collect(params: Params, raw_dir: Path, search: Optional[Search] = None) -> l
 def search_class(cls: str, ddg: DdgSource, max_results: int, search: Search, raw_dir: Path, pacer: "Pacer") -> list[Job]:
     """Jobs for one class: the results of every query, interleaved, each URL once."""
     per_query = []
-    for template in tqdm(ddg.queries, desc=f"search {cls}", unit="query", disable=None, leave=False):
+    for template in track(ddg.queries, f"scrape: search {cls}", unit="query"):
         query = template.replace("{class}", cls)
         per_query.append((query, cached_search(query, ddg, max_results, search, raw_dir, pacer)))
     jobs, seen = [], set()

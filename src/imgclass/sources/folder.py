@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgclass.params import Params
+from imgclass.progress import track
 from imgclass.sources import SourceError, store_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ico",
@@ -27,14 +28,19 @@ def collect(params: Params, raw_dir: Path) -> list[dict]:
     root = Path(cfg.root)
     if not root.is_dir():
         raise SourceError(f"scrape.folder.root: {root} is not a folder; point it at your image tree")
-    rows = []
-    for name in params.classes:
-        paths = matching_files(root, cfg.mapping[name])
-        if not paths:
-            raise SourceError(f"scrape.folder.mapping.{name}: no image files match {cfg.mapping[name]} under {root}")
-        for path in paths[: params.scrape.max_per_class]:
-            rows.append(_store(path, raw_dir / name, name, root))
-    return rows
+    # Every class's files are found before any is copied: one progress line counts them all, and a
+    # pattern that matches nothing stops the run before it copies anything.
+    chosen = [(name, path) for name in params.classes
+              for path in class_files(root, name, cfg.mapping[name])[: params.scrape.max_per_class]]
+    return [_store(path, raw_dir / name, name, root) for name, path in track(chosen, "scrape", unit="file")]
+
+
+def class_files(root: Path, name: str, patterns: list[str]) -> list[Path]:
+    """The class's matching files; none is a mistake in the mapping."""
+    paths = matching_files(root, patterns)
+    if not paths:
+        raise SourceError(f"scrape.folder.mapping.{name}: no image files match {patterns} under {root}")
+    return paths
 
 
 def _store(path: Path, class_dir: Path, name: str, root: Path) -> dict:
