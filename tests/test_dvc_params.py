@@ -64,3 +64,18 @@ def test_an_invalid_file_is_not_filled(tmp_path):
 def test_the_repository_params_need_nothing():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     assert missing_keys(raw, REPO / "dvc.yaml") == []
+
+
+def test_a_declared_key_missing_inside_a_section_is_named_with_its_default(tmp_path):
+    """validate declares review.image_size (it sizes the working copies): a file whose review section
+    lacks it cannot be appended to, so --fill says what to add; without the section it fills it whole."""
+    path = tmp_path / "params.yaml"
+    path.write_text(MINIMAL + "review:\n  auto_drop: none\n")
+    proc = check_params(path, "--fill")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "params.yaml: review.image_size is declared by dvc.yaml but missing; add `image_size: 128` to its "
+        "`review:` section"]
+    path.write_text(MINIMAL)
+    assert "review.image_size" not in missing_keys(yaml.safe_load(MINIMAL), REPO / "dvc.yaml")
+    assert check_params(path, "--fill").returncode == 0
+    assert yaml.safe_load(path.read_text())["review"]["image_size"] == 128

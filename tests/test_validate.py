@@ -261,3 +261,66 @@ def test_nothing_accepted_raises_after_writing_the_report(tmp_path):
         validate_tree(empty, tmp_path / "dest2", PARAMS)
     with pytest.raises(NoImagesAccepted, match="no class folders"):
         validate_tree(tmp_path / "empty/cat", tmp_path / "dest3", PARAMS)
+
+
+# --- working copies -----------------------------------------------------------------------------
+
+def write_camera_photos(src, sizes: dict[str, tuple[int, int]]) -> dict[str, Image.Image]:
+    """src/a/<name>.jpg at camera sizes (and one small PNG drawing); returns each decoded original."""
+    (src / "a").mkdir(parents=True)
+    originals = {}
+    for i, (name, size) in enumerate(sizes.items()):
+        path = src / "a" / name
+        photo(i, size).save(path, **({"quality": 92} if path.suffix == ".jpg" else {}))
+        with Image.open(path) as img:
+            originals[name] = img.convert("RGB")
+    return originals
+
+
+def test_working_copies_keep_the_originals_identity_at_the_working_size(tmp_path):
+    """A 12-megapixel and a 2-megapixel photo become JPEGs whose shorter side is the working size;
+    a drawing already smaller stays a lossless PNG; the sha256 is the original's decoded pixels'."""
+    sizes = {"phone.jpg": (4000, 3000), "portrait.jpg": (1200, 1600), "small.png": (200, 150)}
+    originals = write_camera_photos(tmp_path / "src", sizes)
+    validate_tree(tmp_path / "src", tmp_path / "clean", PARAMS, working_size=224)
+    rows = {row["path"].removeprefix("a/"): row for row in read_csv(tmp_path / "clean" / "report.csv")}
+    expected = {"phone.jpg": ((299, 224), "jpg"), "portrait.jpg": ((224, 299), "jpg"), "small.png": ((200, 150), "png")}
+    for name, (size, suffix) in expected.items():
+        row = rows[name]
+        assert row["sha256"] == sha256_of_pixels(originals[name])  # the original's identity, not the copy's
+        assert (int(row["width"]), int(row["height"])) == sizes[name]  # the original's size is reported
+        assert row["out"] == f"a/{row['sha256']}.{suffix}"
+        with Image.open(tmp_path / "clean" / row["out"]) as copy:
+            assert copy.size == size and copy.mode == "RGB"
+            squashed = np.asarray(copy.convert("RGB").resize((32, 32)), float)
+        reference = np.asarray(originals[name].resize((32, 32)), float)
+        assert np.abs(squashed - reference).mean() < 3  # the same picture, within JPEG's error
+    with Image.open(tmp_path / "clean" / rows["small.png"]["out"]) as copy:
+        assert (np.asarray(copy) == np.asarray(originals["small.png"])).all()  # lossless when not resized
+    assert sum(p.stat().st_size for p in (tmp_path / "clean" / "a").iterdir()) < 0.1 * sum(
+        p.stat().st_size for p in (tmp_path / "src" / "a").iterdir())
+
+
+def test_a_new_working_size_replaces_the_copies_and_keeps_the_identity(tmp_path):
+    write_camera_photos(tmp_path / "src", {"phone.jpg": (1600, 1200)})
+    validate_tree(tmp_path / "src", tmp_path / "clean", PARAMS, working_size=128)
+    first = read_csv(tmp_path / "clean" / "report.csv")[0]
+    validate_tree(tmp_path / "src", tmp_path / "clean", PARAMS, working_size=300)
+    second = read_csv(tmp_path / "clean" / "report.csv")[0]
+    assert first["sha256"] == second["sha256"] and first["out"] == second["out"]
+    with Image.open(tmp_path / "clean" / second["out"]) as copy:
+        assert copy.size == (400, 300)  # not the 128-px copy of the earlier run, resumed by name
+    validate_tree(tmp_path / "src", tmp_path / "clean", PARAMS, working_size=None)
+    full = read_csv(tmp_path / "clean" / "report.csv")[0]
+    assert full["out"].endswith(".png") and not (tmp_path / "clean" / second["out"]).exists()
+    with Image.open(tmp_path / "clean" / full["out"]) as copy:
+        assert copy.size == (1600, 1200)
+
+
+def test_validate_reports_progress_in_plain_lines_when_not_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IMGCLASS_PROGRESS_SECONDS", "0")
+    write_camera_photos(tmp_path / "src", {f"{i}.jpg": (640, 480) for i in range(5)})
+    validate_tree(tmp_path / "src", tmp_path / "clean", PARAMS, working_size=64, workers=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("validate: 2/5 files (40%), ") and " files/s, ETA " in line for line in lines), lines
+    assert lines[-1].startswith("validate: 5/5 files in ")

@@ -65,12 +65,17 @@ def cmd_check_params(args: argparse.Namespace) -> int:
     import yaml
 
     from imgclass import dvc_params
+    from imgclass.params import ParamsError
 
     params = load_params_or_report(args.params)
     if params is None:
         return 1
     if args.fill:
-        written = dvc_params.fill_missing(Path(args.params), Path(args.dvc_yaml))
+        try:
+            written = dvc_params.fill_missing(Path(args.params), Path(args.dvc_yaml))
+        except ParamsError as exc:  # a key inside a section the file has: it names what to add
+            print(exc, file=sys.stderr)
+            return 1
         if written:
             print(f"{args.params}: wrote defaults for {', '.join(written)}")
     missing = dvc_params.missing_keys(yaml.safe_load(Path(args.params).read_text()) or {}, Path(args.dvc_yaml))

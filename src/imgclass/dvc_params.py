@@ -42,8 +42,10 @@ def _keys_of_file_entry(entry: dict) -> list[str]:
 
 
 def missing_keys(raw: dict, dvc_yaml: Path = DVC_YAML) -> list[str]:
-    """Declared keys absent from the raw params mapping, in dvc.yaml's order."""
-    return [key for key in declared_keys(dvc_yaml, raw) if not _has_key(raw, key)]
+    """Declared keys absent from the raw params mapping, in dvc.yaml's order; a nested key whose whole
+    section is absent is named by the section (filling the section fills it)."""
+    absent = [key for key in declared_keys(dvc_yaml, raw) if not _has_key(raw, key)]
+    return list(dict.fromkeys(key.split(".")[0] if key.split(".")[0] in absent else key for key in absent))
 
 
 def _has_key(raw: dict, dotted: str) -> bool:
@@ -56,12 +58,16 @@ def _has_key(raw: dict, dotted: str) -> bool:
 
 
 def defaults_for(keys: list[str], params: Params) -> dict:
-    """{top-level key: its value with every default filled in}. Only whole top-level keys can be
-    missing: the nested keys dvc.yaml declares (`models.M`) exist whenever their section does."""
+    """{top-level key: its value with every default filled in}. A nested key (`review.image_size`)
+    inside a section the file has cannot be appended: the error says what to add."""
+    full = params.model_dump(mode="json", by_alias=True)
     nested = [k for k in keys if "." in k]
     if nested:
-        raise ParamsError(f"params.yaml: {nested[0]} is declared by dvc.yaml but missing; add it to the file")
-    full = params.model_dump(mode="json", by_alias=True)
+        section, _, name = nested[0].partition(".")
+        default = full[section][name] if isinstance(full.get(section), dict) and name in full[section] else None
+        hint = f"; add `{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}` " \
+               f"to its `{section}:` section" if default is not None else "; add it to the file"
+        raise ParamsError(f"params.yaml: {nested[0]} is declared by dvc.yaml but missing{hint}")
     return {key: full[key] for key in keys}
 
 

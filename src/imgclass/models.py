@@ -16,13 +16,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-TORCHVISION = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
-               "mobilenet_v3_large", "efficientnet_b0", "densenet121")
-SCRATCH_WIDTHS = {  # channels per block; each block is (conv-ReLU-BN) x depth, then max-pool
-    "cnn_simple": ([32, 64], 1),
-    "cnn_medium": ([32, 64, 128], 1),
-    "cnn_deep": ([32, 64, 128, 256], 2),
-}
+from imgclass.architectures import ARCHITECTURES, SCRATCH_WIDTHS
+
 
 
 class WeightsUnavailable(RuntimeError):
@@ -56,11 +51,6 @@ class ScratchCNN(nn.Module):
 def _scratch(arch: str) -> Callable[[int, float], nn.Module]:
     widths, depth = SCRATCH_WIDTHS[arch]
     return lambda num_classes, dropout: ScratchCNN(widths, depth, num_classes, dropout)
-
-
-ARCHITECTURES: dict[str, str] = {**{a: "scratch" for a in SCRATCH_WIDTHS},
-                                 **{a: "torchvision" for a in TORCHVISION},
-                                 "efficientnet_lite0": "timm"}
 
 
 class SignedLogit(nn.Linear):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from imgclass.architectures import ARCHITECTURES
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -82,6 +84,17 @@ class ValidateParams(Section):
     max_pixels: int = Field(89_478_485, gt=0)  # Pillow's own decompression-bomb threshold
     # Hamming distance between 64-bit perceptual hashes; null turns near-duplicate grouping off.
     near_duplicate_distance: Optional[int] = Field(4, ge=0, le=64)
+    # The shorter side of data/clean's working copies, which review and split read instead of the
+    # originals: auto = the largest size a later stage squashes images to (image_size, review.image_size);
+    # a number keeps room for trying larger sizes without decoding the originals again; null = full size.
+    working_size: Union[Literal["auto"], int, None] = "auto"
+
+    @field_validator("working_size", mode="before")
+    @classmethod
+    def _auto_or_pixels(cls, size):
+        if size is None or size == "auto" or (isinstance(size, int) and not isinstance(size, bool) and size >= 8):
+            return size
+        raise ValueError("must be auto, null (full size) or a side of at least 8 pixels")
 
 
 class SplitParams(Section):
@@ -126,8 +139,6 @@ class ReviewParams(Section):
     @field_validator("model")
     @classmethod
     def _pretrained_backbone(cls, model: str) -> str:
-        from imgclass.models import ARCHITECTURES  # late import: models imports torch
-
         pretrained = sorted(a for a, family in ARCHITECTURES.items() if family != "scratch")
         if model not in ARCHITECTURES:
             raise ValueError(f"unknown model {model!r}; choose one of {', '.join(pretrained)}")
@@ -199,8 +210,6 @@ class ModelParams(Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, arch: str) -> str:
-        from imgclass.models import ARCHITECTURES  # late import: models imports torch
-
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
         return arch
@@ -288,7 +297,22 @@ class Params(Section):
             missing = [c for c in self.classes if c not in self.scrape.folder.mapping]
             if missing:
                 raise ValueError(f"scrape.folder.mapping: no folder given for class {missing[0]!r}")
+        size = self.validate_.working_size
+        if isinstance(size, int) and size < self.squashed_size:
+            raise ValueError(f"validate.working_size: {size} is below the {self.squashed_size} px that image_size "
+                             "or review.image_size squash images to; raise it, or set auto")
         return self
+
+    @property
+    def squashed_size(self) -> int:
+        """The largest square a stage squashes data/clean's images to (split: image_size, review: review.image_size)."""
+        return max(self.image_size, self.review.image_size)
+
+    @property
+    def working_size(self) -> Optional[int]:
+        """validate.working_size resolved: the working copies' shorter side, None for full size."""
+        size = self.validate_.working_size
+        return self.squashed_size if size == "auto" else size
 
     @property
     def validate(self) -> ValidateParams:  # `validate` is a BaseModel name, hence the alias
