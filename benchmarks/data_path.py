@@ -36,7 +36,7 @@ from imgclass.devices import device_name
 from imgclass.params import Augment, ModelParams
 from imgclass.augment import augmentation
 from imgclass.preprocess import Preprocessing
-from imgclass.split import build_cache
+from imgclass.image_cache import CachedImages, write_cache
 from imgclass.train import ArrayDataset, Phase, Stepper, make_loader, make_optimizer, make_schedule, param_groups, \
     run_epoch
 
@@ -140,10 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         labels = np.array([list(CLASSES).index(p.parent.name) for p in paths])
         for size in args.sizes:
             started = time.perf_counter()
-            cache = build_cache(paths, Preprocessing(size, size))
+            write_cache(Path(tmp) / f"cache{size}.npy", paths, Preprocessing(size, size))
             decode_once = time.perf_counter() - started
-            np.save(Path(tmp) / f"cache{size}.npy", cache)
-            images = np.load(Path(tmp) / f"cache{size}.npy", mmap_mode="r")  # as training reads data/split
+            images = CachedImages(Path(tmp) / f"cache{size}.npy")  # as training reads data/split
             for arch in args.archs:
                 timed = {"imgclass": imgclass_epoch_seconds(images, labels, arch, size, args.batch_size,
                                                             args.epochs + 1)[1:]}

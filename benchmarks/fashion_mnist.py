@@ -27,7 +27,7 @@ from imgclass.devices import device_name
 from imgclass.evaluate import predict_probs
 from imgclass.params import Params, parse_params
 from imgclass.sources.fashion_mnist import CLASSES, find_files, read_idx
-from imgclass.split import save_array
+from imgclass.image_cache import save_array
 from imgclass.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -55,7 +55,8 @@ from imgclass import files, sources  # noqa: E402
 from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
 from imgclass.preprocess import Preprocessing  # noqa: E402
 from imgclass.sources.fashion_mnist import find_files, read_idx  # noqa: E402
-from imgclass.split import SPLIT_FIELDS, assign_splits, build_cache, save_array  # noqa: E402
+from imgclass.image_cache import write_cache  # noqa: E402
+from imgclass.split import SPLIT_FIELDS, assign_splits  # noqa: E402
 from imgclass.validate import validate_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +292,7 @@ def training_params(seed: int) -> Params:
 def write_split(split_dir: Path, rows_by_split: dict[str, list[dict]], prep: Preprocessing) -> dict[str, int]:
     """The split stage's files from rows with `file` and `label`: CSV + decoded uint8 array."""
     for name, rows in rows_by_split.items():
-        save_array(split_dir / f"{name}.npy", build_cache([Path(r["file"]) for r in rows], prep))
+        write_cache(split_dir / f"{name}.npy", [Path(r["file"]) for r in rows], prep)
         files.write_csv(split_dir / f"{name}.csv",
                         [{"path": r["file"], "label": r["label"], "sha256": r["sha256"], "group": r["group"]}
                          for r in rows], SPLIT_FIELDS)

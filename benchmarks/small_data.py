@@ -34,7 +34,8 @@ from imgclass.devices import device_name
 from imgclass.evaluate import predict_probs
 from imgclass.params import Params, parse_params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, load_split, save_array
+from imgclass.image_cache import write_cache
+from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
 from imgclass.train import train
 from imgclass.validate import validate_tree
 
@@ -79,7 +80,7 @@ def split_and_cache(params: Params, rows: list[dict], clean: Path, split_dir: Pa
     splits = assign_splits(rows, params.split, params.seed)
     prep = Preprocessing(params.image_size, params.image_size)
     for name in SPLITS:
-        save_array(split_dir / f"{name}.npy", build_cache([clean / r["path"] for r in splits[name]], prep))
+        write_cache(split_dir / f"{name}.npy", [clean / r["path"] for r in splits[name]], prep)
         files.write_csv(split_dir / f"{name}.csv", splits[name], SPLIT_FIELDS)
     return {name: len(splits[name]) for name in SPLITS}
 

@@ -26,7 +26,8 @@ from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
 from imgclass.params import Params, parse_params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, build_cache, load_split, save_array
+from imgclass.image_cache import write_cache
+from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
 from imgclass.train import train
 from imgclass.validate import validate_tree
 
@@ -75,7 +76,7 @@ def prepare_split(params: Params, work: Path) -> Path:
     prep = Preprocessing(params.image_size, params.image_size)
     for name in SPLITS:
         paths = [work / "clean" / r["path"] for r in splits[name]]
-        save_array(work / "split" / f"{name}.npy", build_cache(paths, prep))
+        write_cache(work / "split" / f"{name}.npy", paths, prep)
         files.write_csv(work / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
     return work / "split"
 

@@ -1,16 +1,17 @@
 """Stage split: the people's and the review's decisions applied, then stable stratified train/val/test
-lists, and each split decoded once into a uint8 cache."""
+lists, and each split's working copies decoded once into a uint8 cache."""
 
 import sys
 from pathlib import Path
 
 from imgclass import files
+from imgclass.image_cache import write_cache
 from imgclass.decisions import (APPLIED_FIELDS, LABELS_CSV, DecisionsError, apply_decisions, read_auto_drops,
                                 read_decisions)
 from imgclass.params import load_params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import (SPLIT_FIELDS, SPLITS, SplitError, assign_splits, build_cache, previous_assignment,
-                            save_array, split_changes, split_counts)
+from imgclass.split import (SPLIT_FIELDS, SPLITS, SplitError, assign_splits, previous_assignment, split_changes,
+                            split_counts)
 
 CLEAN, OUT = Path("data/clean"), Path("data/split")
 AUTO_DROPS = Path("data/review/auto_drop.csv")
@@ -31,7 +32,7 @@ def main() -> int:
     changes = split_changes(previous_assignment(OUT), splits)  # read before the CSVs are overwritten
     prep = Preprocessing(image_size=params.image_size, input_size=params.image_size)
     for name in SPLITS:
-        save_array(OUT / f"{name}.npy", build_cache([CLEAN / r["path"] for r in splits[name]], prep))
+        write_cache(OUT / f"{name}.npy", [CLEAN / r["path"] for r in splits[name]], prep, desc=f"split: caching {name}")
         files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
     counts = split_counts(splits)
     totals = {s: counts[s]["total"] for s in SPLITS}

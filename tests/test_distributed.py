@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO, tiny_params_dict
 from imgclass.distributed import World, backend_for
 from imgclass.params import ParamsError, parse_params
-from imgclass.split import save_array
+from imgclass.image_cache import save_array
 
 GLOBAL_BATCH = 32
 

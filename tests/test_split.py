@@ -3,13 +3,16 @@ real grouping function kept whole, and the uint8 cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from imgclass.image_cache import CachedImages, save_array, write_cache
 from imgclass.params import SplitParams
 from imgclass.preprocess import Preprocessing
-from imgclass.split import (SPLITS, SplitError, assign_splits, build_cache, class_targets, load_split,
+from imgclass.split import (SPLITS, SplitError, assign_splits, class_targets, load_split,
                             split_changes)
 from imgclass.validate import group_names
 
@@ -170,7 +173,7 @@ def test_every_input_image_is_in_exactly_one_split_and_cached_once(fashion_split
     prep = Preprocessing(params.image_size, params.image_size)
     for split in SPLITS:
         images, labels = load_split(split_dir, split, params.classes)
-        assert isinstance(images, np.memmap) and images.dtype == np.uint8 and images.shape[1:] == (28, 28, 3)
+        assert isinstance(images, CachedImages) and images.dtype == np.uint8 and images.shape[1:] == (28, 28, 3)
         assert len(images) == len(listed[split]) > 0
         for i in (0, len(images) // 2, len(images) - 1):  # row i holds the image the CSV names at row i
             row = listed[split][i]
@@ -185,11 +188,55 @@ def test_load_split_rejects_labels_outside_the_classes(fashion_split):
         load_split(split_dir, "train", ["trouser", "bag"])
 
 
-def test_build_cache_resizes_photos(tmp_path):
-    path = tmp_path / "photo.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
-    cache = build_cache([path, path], Preprocessing(64, 64))
-    assert cache.shape == (2, 64, 64, 3) and (cache[0] == cache[1]).all()
+def test_write_cache_squashes_photos_into_a_file_read_row_by_row(tmp_path):
+    photos = [tmp_path / f"photo{i}.jpg" for i in range(3)]
+    for i, path in enumerate(photos):  # camera-shaped (4:3 and 3:4), different pixels each
+        shape = (480, 640, 3) if i != 1 else (640, 480, 3)
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, shape, dtype=np.uint8)).save(path)
+    write_cache(tmp_path / "train.npy", photos + photos[:1], Preprocessing(64, 64), desc="test")
+    whole = np.load(tmp_path / "train.npy")
+    assert whole.shape == (4, 64, 64, 3) and (whole[0] == whole[3]).all() and (whole[0] != whole[1]).any()
+    with Image.open(photos[1]) as photo:
+        assert (whole[1] == Preprocessing(64, 64).to_uint8(photo)).all()
+    cached = CachedImages(tmp_path / "train.npy")
+    assert len(cached) == 4 and cached.shape == whole.shape and cached.dtype == np.uint8
+    assert (cached[2] == whole[2]).all() and (cached[-1] == whole[3]).all()
+    assert (cached[1:3] == whole[1:3]).all() and (cached[::2] == whole[::2]).all()
+    assert (cached[np.array([3, 0, 2])] == whole[[3, 0, 2]]).all() and (cached[[1]] == whole[[1]]).all()
+    assert (np.asarray(cached) == whole).all() and cached[0].flags.writeable
+    with pytest.raises(IndexError, match="out of range"):
+        cached[4]
+
+
+def test_cached_images_refuse_a_truncated_cache(tmp_path):
+    save_array(tmp_path / "val.npy", np.zeros((5, 8, 8, 3), np.uint8))
+    data = (tmp_path / "val.npy").read_bytes()
+    (tmp_path / "val.npy").write_bytes(data[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        CachedImages(tmp_path / "val.npy")
+
+
+def test_training_reads_the_cache_without_growing_resident_memory(tmp_path):
+    """Reading every row of a 200 MB cache leaves the process's resident memory where it was
+    (a memory map would have mapped all of it)."""
+    path = tmp_path / "train.npy"
+    rows = 1024
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, 224, 224, 3))
+    out[:] = 7
+    out.flush()
+    del out
+    cached = CachedImages(path)
+    before = _current_rss_mb()
+    for start in range(0, rows, 64):
+        assert cached[start:start + 64].max() == 7
+    assert _current_rss_mb() - before < 50, "reading the cache kept it resident"
+
+
+def _current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 # --- the stage --------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def drop_training_images(split_dir: Path, out: Path, keep: int) -> Path:
 
     import numpy as np
 
-    from imgclass.split import save_array
+    from imgclass.image_cache import save_array
 
     shutil.copytree(split_dir, out)
     rows = list(csv.DictReader((out / "train.csv").open()))

@@ -1,4 +1,5 @@
-"""Stable, stratified, group-aware train/val/test split, and the uint8 cache training memory-maps.
+"""Stable, stratified, group-aware train/val/test split, and reading a split back (its CSV and the
+uint8 cache of `imgclass.image_cache`).
 
 Within each class, groups (near-duplicates share one; see `imgclass.validate`) are ranked by a hash
 of (group name, seed). The lowest ranks fill test up to round(n * split.test) images, the next ranks
@@ -16,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imgclass import files
+from imgclass.image_cache import CachedImages
 from imgclass.params import SplitParams
-from imgclass.preprocess import Preprocessing
 
 SPLITS = ("train", "val", "test")
 SPLIT_FIELDS = ["path", "label", "sha256", "group"]
@@ -138,33 +137,15 @@ def _members(group_of: dict[str, str]) -> dict[str, frozenset]:
     return {group: frozenset(shas) for group, shas in members.items()}
 
 
-def build_cache(paths: list[Path], prep: Preprocessing, workers: int = 2) -> np.ndarray:
-    """Decode and resize every image once: uint8 N x H x W x 3 at prep.image_size."""
-    def load(path: Path) -> np.ndarray:
-        with Image.open(path) as image:
-            return prep.to_uint8(image)
-
-    out = np.empty((len(paths), prep.image_size, prep.image_size, 3), dtype=np.uint8)
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL releases the GIL while decoding
-        for i, array in enumerate(pool.map(load, paths)):
-            out[i] = array
-    return out
-
-
-def save_array(path: Path, array: np.ndarray) -> None:
-    with files.atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.save(f, array)
-
-
-def load_split(split_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 images N x H x W x 3, memory-mapped; int64 labels) of one split."""
+def load_split(split_dir: Path, split: str, classes: list[str]) -> tuple[CachedImages, np.ndarray]:
+    """(uint8 images N x H x W x 3, read from disk as they are indexed; int64 labels) of one split."""
     rows = files.read_csv(split_dir / f"{split}.csv")
     index = {name: i for i, name in enumerate(classes)}
     unknown = {r["label"] for r in rows} - set(index)
     if unknown:
         raise SplitError(f"{split_dir / split}.csv: labels {sorted(unknown)} are not in params classes; rerun split")
     labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
-    images = np.load(split_dir / f"{split}.npy", mmap_mode="r")
+    images = CachedImages(split_dir / f"{split}.npy")
     if len(images) != len(labels):
         raise SplitError(f"{split_dir}: {split}.npy and {split}.csv disagree; rerun the split stage")
     return images, labels

@@ -1,0 +1,126 @@
+"""The uint8 image cache of a split (data/split/<split>.npy, N x H x W x 3 at image_size): written row by
+row, read a batch at a time, so that neither side holds every image in memory.
+
+`write_cache` decodes the working copies with threads and writes each row through a memory-mapped
+.npy (a temporary file, renamed when complete). `CachedImages` reads rows with `os.pread`: pages of a
+memory map that training has touched count in the process's resident memory until it exits, and a
+20,000-photo split at 224 px is 3 GB; read calls leave them in the page cache instead.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from imgclass import files
+from imgclass.preprocess import Preprocessing
+from imgclass.progress import Progress
+
+_CHUNK = 256  # images decoded ahead of the write: bounded memory whatever the split's size
+
+
+def write_cache(path: Path, images: Sequence[Path], prep: Preprocessing, workers: int = 2,
+                desc: str = "cache") -> None:
+    """Decode and squash every image to prep.image_size (Preprocessing.to_uint8) into `path`, atomically."""
+    shape = (len(images), prep.image_size, prep.image_size, 3)
+    with files.atomic_path(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with ThreadPoolExecutor(max_workers=workers) as pool, Progress(len(images), desc) as progress:
+            for start in range(0, len(images), _CHUNK):
+                # Pillow releases the GIL while decoding and resizing
+                for i, array in enumerate(pool.map(_squashed(prep), images[start:start + _CHUNK]), start):
+                    out[i] = array
+                progress.update(min(_CHUNK, len(images) - start))
+        out.flush()
+        del out  # unmapped before the rename
+
+
+def _squashed(prep: Preprocessing):
+    def load(path: Path) -> np.ndarray:
+        with Image.open(path) as image:
+            return prep.to_uint8(image)
+    return load
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """An array already in memory (tests, benchmarks) as a cache file, atomically."""
+    with files.atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.save(f, np.ascontiguousarray(array))
+
+
+class CachedImages:
+    """Rows of a C-ordered .npy file, read on demand: `images[i]`, `images[a:b]` and `images[indices]`
+    return arrays as numpy indexing would; `len`, `shape` and `dtype` as the array's."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with self.path.open("rb") as f:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, fortran_order, dtype = read_header[np.lib.format.read_magic(f)](f)
+            self._offset = f.tell()
+        if fortran_order or dtype.hasobject or not shape:
+            raise ValueError(f"{self.path}: not a C-ordered array of images; rerun the split stage")
+        self.shape, self.dtype = tuple(shape), dtype
+        self._row_shape = self.shape[1:]
+        self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * dtype.itemsize
+        expected = self._offset + self._row_bytes * self.shape[0]
+        if self.path.stat().st_size < expected:
+            raise ValueError(f"{self.path}: shorter than its header says (truncated); rerun the split stage")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self._rows(self._index(int(key)), 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                return self._rows(start, max(0, stop - start))
+            key = np.arange(start, stop, step)
+        indices = np.asarray(key)
+        if indices.dtype == bool:
+            indices = np.flatnonzero(indices)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise TypeError(f"cached images are indexed by an int, a slice or a 1-d array of ints, not {key!r}")
+        out = np.empty((len(indices), *self._row_shape), self.dtype)
+        for position, index in enumerate(indices.tolist()):
+            out[position] = self._rows(self._index(index), 1)[0]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+    def _index(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image {index} out of range for {len(self)} cached images")
+        return index % len(self)
+
+    def _rows(self, start: int, count: int) -> np.ndarray:
+        data = bytearray(count * self._row_bytes)
+        view, done = memoryview(data), 0
+        while done < len(data):  # pread may return less than asked for large reads
+            read = os.preadv(self._fd, [view[done:]], self._offset + start * self._row_bytes + done)
+            if read == 0:
+                raise ValueError(f"{self.path}: ends early; rerun the split stage")
+            done += read
+        return np.frombuffer(data, self.dtype).reshape(count, *self._row_shape)
+
+    def __getstate__(self) -> dict:  # DataLoader workers: each process opens its own descriptor
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+            self._fd = None
