@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -187,6 +188,20 @@ def test_journal_survives_a_torn_last_line(tmp_path):
     assert journal.lookup("cat", "http://x/a.jpg") == good and journal.lookup("cat", "http://x/b.jpg") is None
     journal.record({**good, "url": "http://x/c.jpg"})
     assert Journal(tmp_path).lookup("cat", "http://x/c.jpg")["reason"] == "http_404"
+
+
+def test_journal_linked_into_a_dvc_cache_is_never_appended_in_place(tmp_path):
+    """With cache.type hardlink, data/raw's journal shares its bytes with DVC's cache: a rerun must
+    write its own copy, leaving the cached file as DVC stored it."""
+    journal_file = tmp_path / ".journal" / "downloads.jsonl"
+    journal_file.parent.mkdir()
+    old = {"class": "cat", "url": "http://x/a.jpg", "status": "failed", "reason": "http_404"}
+    journal_file.write_text(json.dumps(old) + "\n")
+    cached = tmp_path / "cache-object"
+    os.link(journal_file, cached)
+    Journal(tmp_path).record({**old, "url": "http://x/b.jpg"})
+    assert cached.read_text() == json.dumps(old) + "\n"
+    assert Journal(tmp_path).lookup("cat", "http://x/b.jpg") is not None and journal_file.stat().st_nlink == 1
 
 
 def test_temp_files_of_a_killed_write_are_removed(tmp_path):

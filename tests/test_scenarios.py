@@ -24,6 +24,9 @@ import pytest
 from PIL import Image
 
 from conftest import TUXPAINT, require_fashion, require_tuxpaint
+from imgclass.files import read_csv
+from imgclass.images import load_rgb, sha256_of_pixels
+from imgclass.params import ValidateParams
 from scratch_repo import make_repo, run
 
 pytestmark = pytest.mark.slow
@@ -222,6 +225,25 @@ def test_grey_colour_tiny_and_huge_images_train_together(photos):
     for split in ("train", "val", "test"):
         cache = np.load(repo / "data" / "split" / f"{split}.npy", mmap_mode="r")
         assert cache.shape[1:] == (96, 96, 3) and cache.dtype == np.uint8
+
+
+def test_huge_photos_are_kept_as_small_working_copies_linked_from_the_cache(photos):
+    """validate.working_size auto = max(image_size 96, review.image_size 128): the 3000 x 2400 JPEGs are
+    decoded once into 160 x 128 working copies, named by the originals' pixels; DVC links every
+    output into its cache instead of storing it twice."""
+    repo, _ = photos
+    rows = [row for row in read_csv(repo / "data" / "clean" / "report.csv") if row["status"] == "ok"]
+    huge = [row for row in rows if (row["width"], row["height"]) == ("3000", "2400")]  # raw files are named by hash
+    assert len(huge) == 4
+    for row in huge:
+        original = load_rgb(repo / "data" / "raw" / row["path"], ValidateParams())
+        assert row["sha256"] == sha256_of_pixels(original) and row["out"].endswith(".jpg")
+        with Image.open(repo / "data" / "clean" / row["out"]) as copy:
+            assert copy.size == (160, 128)
+    cached = {path.stat().st_ino for path in (repo / ".dvc" / "cache").rglob("*") if path.is_file()}
+    for folder in ("raw", "clean", "split"):
+        outputs = [path for path in (repo / "data" / folder).rglob("*") if path.is_file()]
+        assert outputs and all(path.stat().st_ino in cached for path in outputs), folder
 
 
 # --- 3 + 4 + 5. 10:1 imbalance, the rare class exactly at split.min_per_class, one model --------

@@ -32,10 +32,11 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from PIL import Image
-from tqdm import tqdm
 
+from imgclass import files
 from imgclass.images import ImageRejected, check_pixel_count, decoded
 from imgclass.params import Download, ValidateParams
+from imgclass.progress import Progress
 from imgclass.sources import store_image
 from imgclass.sources.retry import Transient, call_with_retries
 
@@ -218,7 +219,14 @@ class Journal:
         self._rows: dict[tuple[str, str], dict] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
+            self._own_copy()
             self._load()
+
+    def _own_copy(self) -> None:
+        """After `dvc repro`, the journal is a link into DVC's cache (.dvc/config cache.type): appending
+        to it would change the cached file in place. Rewrite it as a file of its own first."""
+        if self.path.is_symlink() or self.path.stat().st_nlink > 1:
+            files.write_bytes(self.path, self.path.read_bytes())
 
     def _load(self) -> None:
         text = self.path.read_text(encoding="utf-8")
@@ -371,13 +379,13 @@ def download_class(jobs: list[Job], raw_dir: Path, settings: Download, limit: in
     rows: list[dict] = []
     stored: set[str] = set()
     position = 0
-    desc = f"download {jobs[0].cls}" if jobs else "download"
-    with tqdm(total=min(limit, len(jobs)), desc=desc, unit="img", disable=None, leave=False) as bar:
+    desc = f"scrape: download {jobs[0].cls}" if jobs else "scrape: download"
+    with Progress(min(limit, len(jobs)), desc) as progress:
 
         def count_stored(row: dict) -> None:
             if row["status"] in ("ok", "exists") and row["path"] not in stored:
                 stored.add(row["path"])
-                bar.update(1)
+                progress.update()
 
         while len(stored) < limit and position < len(jobs):
             batch = jobs[position:position + limit - len(stored)]
