@@ -32,11 +32,11 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from imgclass import models
-from imgclass.devices import device_name
-from imgclass.params import Augment, ModelParams
 from imgclass.augment import augmentation
-from imgclass.preprocess import Preprocessing
+from imgclass.devices import device_name
 from imgclass.image_cache import CachedImages, write_cache
+from imgclass.params import Augment, ModelParams
+from imgclass.preprocess import Preprocessing
 from imgclass.train import ArrayDataset, Phase, Stepper, make_loader, make_optimizer, make_schedule, param_groups, \
     run_epoch
 

@@ -52,10 +52,10 @@ from small_data import (EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_valida
                         example_params, train_and_test)
 
 from imgclass import files, sources  # noqa: E402
+from imgclass.image_cache import write_cache  # noqa: E402
 from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
 from imgclass.preprocess import Preprocessing  # noqa: E402
 from imgclass.sources.fashion_mnist import find_files, read_idx  # noqa: E402
-from imgclass.image_cache import write_cache  # noqa: E402
 from imgclass.split import SPLIT_FIELDS, assign_splits  # noqa: E402
 from imgclass.validate import validate_tree  # noqa: E402
 

@@ -32,23 +32,16 @@ from imgclass import files, sources
 from imgclass.checkpoint import load_trained
 from imgclass.devices import device_name
 from imgclass.evaluate import predict_probs
+from imgclass.image_cache import write_cache
 from imgclass.params import Params, parse_params
 from imgclass.preprocess import Preprocessing
-from imgclass.image_cache import write_cache
 from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
 from imgclass.train import train
 from imgclass.validate import validate_tree
+from tuxpaint_photos import MAPPING, STAMPS
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "own_classes.yaml"
-STAMPS = Path("/usr/share/tuxpaint/stamps")
-MAPPING = {  # as benchmarks/transfer_tuxpaint.py
-    "mammals": ["animals/mammals/**/*.png"],
-    "birds": ["animals/birds/**/*.png"],
-    "fruit": ["food/fruit/**/*.png"],
-    "flowers": ["plants/flowers/**/*.png"],
-    "vehicles": ["vehicles/**/*.png"],
-}
 SETS = {"pair": ["mammals", "vehicles"], "five": list(MAPPING)}
 GOALS = {"pair": 0.95, "five": 0.90}
 PRETRAINED = "efficientnet_lite0"

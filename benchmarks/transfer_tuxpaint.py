@@ -24,22 +24,15 @@ import yaml
 from imgclass import files, sources
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
+from imgclass.image_cache import write_cache
 from imgclass.params import Params, parse_params
 from imgclass.preprocess import Preprocessing
-from imgclass.image_cache import write_cache
 from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
 from imgclass.train import train
 from imgclass.validate import validate_tree
+from tuxpaint_photos import MAPPING, STAMPS
 
 REPO = Path(__file__).resolve().parents[1]
-STAMPS = Path("/usr/share/tuxpaint/stamps")
-MAPPING = {
-    "mammals": ["animals/mammals/**/*.png"],
-    "birds": ["animals/birds/**/*.png"],
-    "fruit": ["food/fruit/**/*.png"],
-    "flowers": ["plants/flowers/**/*.png"],
-    "vehicles": ["vehicles/**/*.png"],
-}
 GOAL_ACCURACY = 0.85
 
 
