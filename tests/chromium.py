@@ -88,6 +88,12 @@ class Chromium:
         self.call("Page.navigate", url=url)
         self.wait_for(ready)
 
+    def run_before_page_scripts(self, source: str) -> None:
+        """Run `source` in every document opened from now on, before the page's own scripts (and outside
+        its Content-Security-Policy): e.g. a recorder of timestamps on the page's clock."""
+        self.call("Page.enable")  # without it, the script is registered but never runs
+        self.call("Page.addScriptToEvaluateOnNewDocument", source=source)
+
     def click(self, selector: str, text: str | None = None) -> None:
         """A real mouse click at the centre of the first visible match (with `text`, exactly that text)."""
         centre = self.wait_for(f"""(() => {{

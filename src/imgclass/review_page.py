@@ -1,47 +1,57 @@
-"""The review page: one self-contained HTML file where a person decides about suspicious images.
+"""The review page: an HTML file, and thumbnails beside it, where a person decides about suspicious images.
 
-The review stage ranks images by issue; this module draws them as cards (thumbnail inlined as
-base64, worst first, capped per issue) with keep / drop / relabel-as controls for mouse and keyboard.
+The review stage ranks images by issue; this module lists every finding (by issue, worst first) once,
+as compact JSON inside the page, and the page draws one page of cards at a time, filtered by issue,
+given class and suggested class, with keep / drop / relabel-as controls for mouse and keyboard.
+Thumbnails are files, thumbs/<sha256>.jpg beside the page, loaded lazily: made once per image (a rerun
+makes only the new ones), so thousands of findings stay a few MB of HTML and seconds of work.
+
 The page builds labels.csv (sha256,action,new_class,note) itself and downloads it: no server, no
-network, works from file://. "Load decisions" reads an existing labels.csv so a later session starts
-from the committed decisions; rows about images not on the page are exported unchanged.
+network (the Content-Security-Policy allows local images only), works from file://. Decisions are kept
+by sha256, whatever page or filter shows the card. "Load decisions" reads an existing labels.csv so a
+later session starts from the committed decisions; rows about images not listed are exported unchanged.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import io
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
 from imgclass import files
+from imgclass.progress import track
 
 ISSUES = ("label", "outlier", "near_duplicate", "low_quality")
 THUMBNAIL_PX = 128
-MAX_PER_ISSUE = 300  # ~5 KB a thumbnail: 4 issues x 300 cards stay a few MB on 10,000-image datasets
+THUMBS = "thumbs"  # the folder beside the page
+PAGE_SIZE = 60  # cards drawn at once: a few screens, and never thousands of DOM nodes
+# One finding in the page's JSON is a list of these, in this order: keys once, not 20,000 times.
+FIELDS = ("sha256", "path", "class", "issue", "score", "note", "suggested", "auto_drop", "reason", "thumbnail")
 
 
 def write_review_page(out_html: Path, cards: list[dict], classes: list[str], summary: dict,
-                      max_per_issue: int = MAX_PER_ISSUE) -> None:
-    """Write the review page to `out_html` (atomically).
+                      page_size: int = PAGE_SIZE) -> None:
+    """Write the review page to `out_html` and its thumbnails to `out_html`'s folder / thumbs (atomically).
 
     cards: dicts with sha256, path (shown), image (file to thumbnail), class, issue, score (higher is
     worse), suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason
     (why it is listed or auto-dropped; shown on the card, "" for none).
     summary: counts to show at the top ({name: number or {name: number}})."""
-    groups = _by_issue(cards)
-    sections = [_section_html(issue, group, classes, max_per_issue) for issue, group in groups]
-    shown = sum(min(len(group), max_per_issue) for _, group in groups)
-    page = PAGE.format(
-        title=f"imgclass review: {shown} of {len(cards)} findings",
-        summary=_summary_html(summary),
-        keys=_keys_html(classes),
-        sections="\n".join(sections) or "<p>No suspicious images.</p>",
-        style=STYLE,
-        script=SCRIPT,
-    )
+    ordered = [card for _, group in _by_issue(cards) for card in group]
+    with_thumbnail = write_thumbnails(Path(out_html).parent / THUMBS, ordered)
+    data = {"fields": FIELDS, "page_size": page_size, "thumbs": THUMBS,
+            "filters": _filter_values(ordered, classes),
+            "findings": [_finding(card, card["sha256"] in with_thumbnail) for card in ordered]}
+    title = f"imgclass review: {len(cards):,} findings"
+    page = PAGE.format(title=_e(title), summary=_summary_html(summary), keys=_keys_html(classes),
+                       relabel_options=_relabel_options_html(classes), findings=_script_json(data),
+                       style=STYLE, script=SCRIPT)
     files.write_text(out_html, page)
 
 
@@ -52,43 +62,71 @@ def _by_issue(cards: list[dict]) -> list[tuple[str, list[dict]]]:
             for issue in issues]
 
 
-def _section_html(issue: str, group: list[dict], classes: list[str], max_per_issue: int) -> str:
-    shown = group[:max_per_issue]
-    left_out = len(group) - len(shown)
-    note = f", {left_out} less suspicious left out (max_per_issue={max_per_issue})" if left_out else ""
-    cards = "\n".join(_card_html(card, classes) for card in shown)
-    return (f'<section id="issue-{_e(issue)}"><h2>{_e(issue)} <small>{len(shown)} shown, worst first{note}'
-            f'</small></h2>\n<div class="cards">\n{cards}\n</div></section>')
-
-
-def _card_html(card: dict, classes: list[str]) -> str:
+def _finding(card: dict, has_thumbnail: bool) -> list:
+    """The card as the page's JSON holds it (FIELDS); Python formats the numbers the page shows."""
     score = float(card["score"])
-    suggested = card.get("suggested_class") or ""
-    thumbnail = _thumbnail_data_uri(Path(card["image"]))
-    image = (f'<img src="{thumbnail}" alt="{_e(card["path"])}">' if thumbnail
-             else '<div class="missing">image unreadable</div>')
-    reason = card.get("reason") or ""
-    badge = '<div class="badge">auto-drop</div>' if card.get("auto_drop") else ""
-    why = f'<div class="reason" title="{_e(reason)}">{_e(reason)}</div>' if reason else ""
-    options = "".join(f'<option value="{_e(c)}"{" disabled" if c == card["class"] else ""}>'
-                      f'{f"{i}: " if i <= 9 else ""}{_e(c)}</option>' for i, c in enumerate(classes, start=1))
-    return f"""<article class="card" tabindex="0" data-sha256="{_e(card["sha256"])}" data-class="{_e(card["class"])}"
- data-suggested="{_e(suggested)}" data-auto-drop="{1 if card.get("auto_drop") else 0}"
- data-note="{_e(f"review: {card['issue']} {score:.2f}")}">
-{image}
-<div class="path" title="{_e(card["path"])} sha256 {_e(card["sha256"])}">{_e(card["path"])}</div>
-<div>given <b>{_e(card["class"])}</b>{f" → suggested <b>{_e(suggested)}</b>" if suggested else ""}</div>
-<div class="score">score {score:.3g}</div>
-{badge}{why}
-<div class="state"></div>
-<div class="actions"><button type="button" data-act="keep">keep</button><button type="button" data-act="drop">drop</button>
-<select aria-label="relabel as"><option value="">relabel as…</option>{options}</select></div>
-<input class="note" type="text" placeholder="note (optional)" aria-label="note">
-</article>"""
+    finding = {"sha256": card["sha256"], "path": str(card["path"]), "class": card["class"], "issue": card["issue"],
+               "score": f"{score:.3g}", "note": f"review: {card['issue']} {score:.2f}",  # the exported default
+               "suggested": card.get("suggested_class") or "", "auto_drop": int(bool(card.get("auto_drop"))),
+               "reason": card.get("reason") or "", "thumbnail": int(has_thumbnail)}
+    return [finding[field] for field in FIELDS]
 
 
-def _thumbnail_data_uri(image: Path) -> str | None:
-    """A JPEG data: URI at most THUMBNAIL_PX on a side, transparency on white; None if unreadable."""
+def _filter_values(ordered: list[dict], classes: list[str]) -> dict[str, list[str]]:
+    """Each filter's choices in the order its select lists them ("" as suggested class: none)."""
+    suggested = {c["suggested_class"] for c in ordered if c.get("suggested_class")}
+    return {"issue": list(dict.fromkeys(c["issue"] for c in ordered)),
+            "class": _classes_first(classes, {c["class"] for c in ordered}),
+            "suggested": ["", *_classes_first(classes, suggested)]}
+
+
+def _classes_first(classes: list[str], present: set[str]) -> list[str]:
+    return [*classes, *sorted(present - set(classes))]
+
+
+def write_thumbnails(folder: Path, cards: list[dict]) -> set[str]:
+    """folder/<sha256>.jpg for every listed image that lacks one, and no other file there (stale
+    thumbnails and a killed run's temporary files go). Returns the sha256s that have a thumbnail: an
+    unreadable image has none (and is tried again next time)."""
+    images: dict[str, Path] = {}
+    for card in cards:
+        images.setdefault(_checked_sha256(card["sha256"]), Path(card["image"]))
+    folder.mkdir(parents=True, exist_ok=True)
+    _remove_all_but(folder, {f"{sha}.jpg" for sha in images})
+    present = {path.stem for path in folder.glob("*.jpg")}
+    missing = [sha for sha in images if sha not in present]
+
+    def make(sha: str) -> bool:
+        return _write_thumbnail(images[sha], folder / f"{sha}.jpg")
+
+    # Pillow releases the GIL while decoding, resizing and encoding: threads use every core
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        made = list(track(pool.map(make, missing), "review page", total=len(missing), unit="thumbnail"))
+    return present | {sha for sha, ok in zip(missing, made) if ok}
+
+
+def _checked_sha256(sha: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):  # it names a file: nothing else may reach the file system
+        raise ValueError(f"{sha!r}: not a sha256 (64 lowercase hex digits)")
+    return sha
+
+
+def _remove_all_but(folder: Path, keep: set[str]) -> None:
+    for path in folder.iterdir():
+        if path.name not in keep and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def _write_thumbnail(image: Path, path: Path) -> bool:
+    jpeg = _thumbnail_jpeg(image)
+    if jpeg is None:
+        return False
+    files.write_bytes(path, jpeg)
+    return True
+
+
+def _thumbnail_jpeg(image: Path) -> bytes | None:
+    """JPEG bytes at most THUMBNAIL_PX on a side, transparency on white; None if unreadable."""
     try:
         with Image.open(image) as img:
             img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))  # JPEG: decode at a reduced scale, much faster
@@ -101,7 +139,12 @@ def _thumbnail_data_uri(image: Path) -> str | None:
     flat.alpha_composite(rgba)
     buffer = io.BytesIO()
     flat.convert("RGB").save(buffer, "JPEG", quality=80, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _script_json(data: dict) -> str:
+    """Compact JSON that cannot end its <script> element early: every "<" escaped (so "</" and "<!--")."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _summary_html(summary: dict) -> str:
@@ -122,10 +165,17 @@ def _value_html(value) -> str:
 
 def _keys_html(classes: list[str]) -> str:
     targets = " ".join(f"<kbd>{i}</kbd> {_e(c)}" for i, c in enumerate(classes[:9], start=1))
-    return ("<kbd>j</kbd> <kbd>→</kbd> <kbd>↓</kbd> next · <kbd>←</kbd> <kbd>↑</kbd> previous · "
+    return ("<kbd>j</kbd> <kbd>→</kbd> <kbd>↓</kbd> next (on to the next page) · "
+            "<kbd>←</kbd> <kbd>↑</kbd> previous · "
             "<kbd>k</kbd> keep · <kbd>d</kbd> drop · <kbd>r</kbd> relabel as suggested · "
             f"relabel as {targets} · <kbd>u</kbd> undecided · <kbd>n</kbd> note "
             "(<kbd>Enter</kbd> back) · mouse: the buttons and the select on each card")
+
+
+def _relabel_options_html(classes: list[str]) -> str:
+    """The relabel select's options, shared by every card (the page disables the card's own class)."""
+    return '<option value="">relabel as…</option>' + "".join(
+        f'<option value="{_e(c)}">{f"{i}: " if i <= 9 else ""}{_e(c)}</option>' for i, c in enumerate(classes, start=1))
 
 
 def _e(text) -> str:
@@ -134,16 +184,18 @@ def _e(text) -> str:
 
 STYLE = """
 body { font: 14px system-ui, sans-serif; margin: 0 1.5em 2em; color: #222; background: #fafafa; }
-header { padding: .6em 0; border-bottom: 1px solid #ccc; }
+header { padding: .6em 0 0; }
 h1 { font-size: 1.3em; margin: .2em 0; } h2 { font-size: 1.1em; margin: 1.2em 0 .5em; } h2 small { font-weight: normal; color: #666; }
 .summary { display: grid; grid-template-columns: max-content 1fr; gap: .1em 1em; margin: .4em 0; }
 .summary dt { color: #666; } .summary dd { margin: 0; } .count { margin-right: .8em; }
-.toolbar { display: flex; gap: 1em; align-items: center; flex-wrap: wrap; position: sticky; top: 0;
-           background: #fafafa; padding: .4em 0; z-index: 1; }  /* Export stays at hand while scrolling */
-.keys { color: #555; font-size: .9em; margin-top: .4em; }
+.toolbar { position: sticky; top: 0; background: #fafafa; padding: .4em 0; z-index: 1;
+           border-bottom: 1px solid #ccc; }  /* Export, the filters and the pages stay at hand while scrolling */
+.toolbar > div { display: flex; gap: 1em; align-items: center; flex-wrap: wrap; margin: .2em 0; }
+#showing { font-weight: bold; } .pager { display: flex; gap: .3em; align-items: center; }
+.keys { color: #555; font-size: .9em; margin: .4em 0; }
 kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; background: #fff; font-size: .9em; }
 .cards { display: flex; flex-wrap: wrap; gap: .7em; align-items: flex-start; }
-.card { scroll-margin-top: 4em; width: 170px; padding: .5em; background: #fff; border: 3px solid #ddd; border-radius: 6px; font-size: .85em; }
+.card { scroll-margin-top: 7em; width: 170px; padding: .5em; background: #fff; border: 3px solid #ddd; border-radius: 6px; font-size: .85em; }
 .card:focus-within { outline: 3px solid #f90; outline-offset: 1px; }
 .card img, .card .missing { display: block; margin: 0 auto .3em; width: 128px; height: 128px; object-fit: contain; }
 .card .missing { color: #a00; text-align: center; line-height: 128px; }
@@ -160,15 +212,124 @@ kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; background: #
 """
 
 # Plain DOM. State lives in `decisions` (sha256 -> {action, new_class}) and `notes`, keyed by image:
-# an image listed under two issues is one decision. `loaded` keeps labels.csv's rows in file order.
+# an image listed under two issues is one decision, and a decision outlives the page or filter that
+# showed its card. `loaded` keeps labels.csv's rows in file order. Only the current page has cards.
 SCRIPT = r"""
+const DATA = JSON.parse(document.getElementById('findings').textContent);
+const FINDINGS = DATA.findings.map(row => {  // a loop: several times faster than Object.fromEntries
+  const finding = {};
+  DATA.fields.forEach((field, i) => { finding[field] = row[i]; });
+  return finding;
+});
+const LISTED = new Map();  // sha256 -> its first finding (whose note an export defaults to)
+FINDINGS.forEach(f => LISTED.has(f.sha256) || LISTED.set(f.sha256, f));
 const FIELDS = ['sha256', 'action', 'new_class', 'note'];
-const cards = [...document.querySelectorAll('.card')];
+const TEMPLATE = document.getElementById('card').content.firstElementChild;
+const FILTERS = ['issue', 'class', 'suggested'].map(field => ({
+  field, select: document.getElementById(`filter-${field}`), values: DATA.filters[field], chosen: null}));
 const decisions = new Map(), notes = new Map();
-let loaded = [], unexported = false;
+let loaded = [], unexported = false, view = FINDINGS, page = 0;
 
-const cardsOf = sha => cards.filter(c => c.dataset.sha256 === sha);
-const onPage = new Set(cards.map(c => c.dataset.sha256));
+const number = n => n.toLocaleString('en-US');
+const named = value => value === '' ? 'none' : value;
+const shownCards = () => [...document.querySelectorAll('.card')];
+const cardsOf = sha => shownCards().filter(c => c.dataset.sha256 === sha);
+const pageCount = () => Math.max(1, Math.ceil(view.length / DATA.page_size));
+const passes = (f, except) =>
+  FILTERS.every(flt => flt === except || flt.chosen === null || f[flt.field] === flt.chosen);
+
+function applyFilters() {
+  view = FINDINGS.filter(f => passes(f, null));
+  countChoices();
+  showPage(0);
+}
+
+function countChoices() {  // each choice counts what it would show, given the other filters
+  for (const flt of FILTERS) {
+    const counts = new Map();
+    let any = 0;
+    for (const f of FINDINGS) {
+      if (!passes(f, flt)) continue;
+      any++;
+      counts.set(f[flt.field], (counts.get(f[flt.field]) || 0) + 1);
+    }
+    flt.select.replaceChildren(new Option(`any (${number(any)})`, ''),
+      ...flt.values.map((v, i) => new Option(`${named(v)} (${number(counts.get(v) || 0)})`, String(i))));
+    flt.select.value = flt.chosen === null ? '' : String(flt.values.indexOf(flt.chosen));
+  }
+}
+
+function showPage(index, focus = null) {  // focus: 'first' or 'last' card (keyboard), else back to the top
+  page = Math.min(Math.max(index, 0), pageCount() - 1);
+  const start = page * DATA.page_size, shown = view.slice(start, start + DATA.page_size);
+  document.querySelector('main').replaceChildren(...sections(shown));
+  const filtered = FILTERS.filter(flt => flt.chosen !== null).map(flt => `${flt.field}: ${named(flt.chosen)}`);
+  document.getElementById('showing').textContent =
+    (shown.length ? `showing ${number(start + 1)}–${number(start + shown.length)} of ${number(view.length)} findings`
+                  : 'no findings') + (filtered.length ? ` (${filtered.join(', ')})` : '');
+  document.getElementById('page-of').textContent = `page ${number(page + 1)} of ${number(pageCount())}`;
+  document.getElementById('first').disabled = document.getElementById('prev').disabled = page === 0;
+  document.getElementById('next').disabled = document.getElementById('last').disabled = page === pageCount() - 1;
+  const cards = shownCards();
+  if (focus && cards.length) focusCard(focus === 'first' ? cards[0] : cards[cards.length - 1]);
+  else window.scrollTo(0, 0);
+}
+
+function sections(shown) {  // the page's findings under one heading per issue
+  if (!shown.length) return [Object.assign(document.createElement('p'),
+    {textContent: FINDINGS.length ? 'No finding passes these filters.' : 'No suspicious images.'})];
+  const groups = [];
+  for (const f of shown) {
+    if (!groups.length || groups.at(-1).issue !== f.issue) groups.push({issue: f.issue, findings: []});
+    groups.at(-1).findings.push(f);
+  }
+  return groups.map(({issue, findings}) => {
+    const section = Object.assign(document.createElement('section'), {id: `issue-${issue}`});
+    const heading = document.createElement('h2');
+    const total = view.filter(f => f.issue === issue).length;
+    heading.append(`${issue} `, Object.assign(document.createElement('small'),
+      {textContent: `${number(total)} findings, worst first`}));
+    const cards = Object.assign(document.createElement('div'), {className: 'cards'});
+    cards.append(...findings.map(cardFor));
+    section.append(heading, cards);
+    return section;
+  });
+}
+
+function cardFor(f) {
+  const card = TEMPLATE.cloneNode(true);
+  Object.assign(card.dataset, {sha256: f.sha256, class: f.class, suggested: f.suggested, autoDrop: f.auto_drop,
+                               note: f.note});
+  const part = selector => card.querySelector(selector);
+  if (f.thumbnail) {
+    Object.assign(part('img'), {src: `${DATA.thumbs}/${f.sha256}.jpg`, alt: f.path});
+    part('.missing').remove();
+  } else part('img').remove();
+  Object.assign(part('.path'), {textContent: f.path, title: `${f.path} sha256 ${f.sha256}`});
+  part('.given').textContent = f.class;
+  if (f.suggested) part('.suggested b').textContent = f.suggested;
+  else part('.suggested').remove();
+  part('.score').textContent = `score ${f.score}`;
+  if (!f.auto_drop) part('.badge').remove();
+  if (f.reason) Object.assign(part('.reason'), {textContent: f.reason, title: f.reason});
+  else part('.reason').remove();
+  for (const option of part('select').options) option.disabled = option.value === f.class;
+  listen(card);
+  render(card);
+  return card;
+}
+
+function listen(card) {
+  card.querySelectorAll('button').forEach(b => b.addEventListener('click', () => decide(card, b.dataset.act)));
+  card.querySelector('select').addEventListener('change', e => decide(card, 'relabel', e.target.value));
+  const note = card.querySelector('.note');
+  note.addEventListener('input', () => {
+    notes.set(card.dataset.sha256, note.value);
+    unexported = true;
+    cardsOf(card.dataset.sha256).filter(c => c !== card).forEach(render);
+  });
+  note.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === 'Escape') card.focus(); });
+}
 
 function decide(card, action, newClass = '') {
   const sha = card.dataset.sha256;
@@ -192,16 +353,15 @@ function render(card) {
 }
 
 function exportRows() {
-  const rowOf = sha => ({sha256: sha, ...decisions.get(sha),
-                         note: notes.get(sha) || cardsOf(sha)[0].dataset.note});
+  const rowOf = sha => ({sha256: sha, ...decisions.get(sha), note: notes.get(sha) || LISTED.get(sha).note});
   const rows = [], done = new Set();
-  for (const row of loaded) {  // labels.csv's order; rows about images not on this page unchanged
-    if (!onPage.has(row.sha256)) rows.push(row);
+  for (const row of loaded) {  // labels.csv's order; rows about images not listed here unchanged
+    if (!LISTED.has(row.sha256)) rows.push(row);
     else if (done.has(row.sha256)) continue;
     else if (decisions.has(row.sha256)) rows.push(rowOf(row.sha256));  // else set back to undecided here
     done.add(row.sha256);
   }
-  for (const sha of onPage) if (decisions.has(sha) && !done.has(sha)) rows.push(rowOf(sha));
+  for (const sha of LISTED.keys()) if (decisions.has(sha) && !done.has(sha)) rows.push(rowOf(sha));
   return rows;
 }
 
@@ -240,12 +400,12 @@ function loadDecisions(text) {
   decisions.clear(); notes.clear();
   for (const row of loaded) {
     const sha = row.sha256.trim().toLowerCase();
-    if (!onPage.has(sha)) continue;
+    if (!LISTED.has(sha)) continue;
     row.sha256 = sha;
     decisions.set(sha, {action: row.action.trim().toLowerCase(), new_class: row.new_class.trim()});
     notes.set(sha, row.note);
   }
-  cards.forEach(render);
+  shownCards().forEach(render);
   showCounts();
 }
 
@@ -263,15 +423,23 @@ function exportDecisions() {
 function showCounts() {
   const by = {drop: 0, relabel: 0, keep: 0};
   decisions.forEach(d => by[d.action] = (by[d.action] || 0) + 1);
-  const elsewhere = loaded.filter(r => !onPage.has(r.sha256)).length;
+  const elsewhere = loaded.filter(r => !LISTED.has(r.sha256)).length;
   document.getElementById('counts').textContent =
-    `${decisions.size} decided on this page (${by.drop} drop, ${by.relabel} relabel, ${by.keep} keep)` +
-    (elsewhere ? `; ${elsewhere} rows of labels.csv about images not on this page, exported unchanged` : '');
+    `${decisions.size} decided in this review (${by.drop} drop, ${by.relabel} relabel, ${by.keep} keep)` +
+    (elsewhere ? `; ${elsewhere} rows of labels.csv about images not in this review, exported unchanged` : '');
 }
 
-function move(card, step) {
-  const next = cards[card ? cards.indexOf(card) + step : 0];
-  if (next) { next.focus(); next.scrollIntoView({block: 'nearest'}); }
+function focusCard(card) {
+  card.focus();
+  card.scrollIntoView({block: 'nearest'});
+}
+
+function move(card, step) {  // past either end of the page: on to the next or previous page
+  const cards = shownCards();
+  const at = card ? cards.indexOf(card) + step : 0;
+  if (at >= cards.length && page < pageCount() - 1) showPage(page + 1, 'first');
+  else if (at < 0 && page > 0) showPage(page - 1, 'last');
+  else if (cards[at]) focusCard(cards[at]);
 }
 
 const NEXT = ['j', 'ArrowRight', 'ArrowDown'];  // with no card focused yet, these focus the first
@@ -295,17 +463,15 @@ document.addEventListener('keydown', e => {
   action(card);
 });
 
-for (const card of cards) {
-  card.querySelectorAll('button').forEach(b => b.addEventListener('click', () => decide(card, b.dataset.act)));
-  card.querySelector('select').addEventListener('change', e => decide(card, 'relabel', e.target.value));
-  const note = card.querySelector('.note');
-  note.addEventListener('input', () => {
-    notes.set(card.dataset.sha256, note.value);
-    unexported = true;
-    cardsOf(card.dataset.sha256).filter(c => c !== card).forEach(render);
+for (const flt of FILTERS) {
+  flt.select.addEventListener('change', () => {
+    flt.chosen = flt.select.value === '' ? null : flt.values[Number(flt.select.value)];
+    applyFilters();
   });
-  note.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === 'Escape') card.focus(); });
-  render(card);
+}
+const PAGER = {first: () => 0, prev: () => page - 1, next: () => page + 1, last: () => pageCount() - 1};
+for (const [id, to] of Object.entries(PAGER)) {
+  document.getElementById(id).addEventListener('click', () => showPage(to()));
 }
 document.getElementById('export').addEventListener('click', exportDecisions);
 // closing the tab would lose every decision made since the last export
@@ -319,25 +485,47 @@ document.getElementById('load').addEventListener('change', async e => {
     status.textContent = `could not load ${e.target.files[0].name}: ${err.message}`;
   }
 });
+applyFilters();
 showCounts();
 """
 
+# img-src: the thumbnails only, never the network. 'self' when the page is served; file: when it is
+# opened from disk, where CSP gives the page an opaque origin that 'self' need not match.
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src 'self' file:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <title>{title}</title><style>{style}</style></head>
 <body>
 <header>
 <h1>{title}</h1>
 {summary}
-<div class="toolbar"><button type="button" id="export">Export decisions</button>
-<label>Load decisions <input type="file" id="load" accept=".csv,text/csv"></label>
-<span id="load-status"></span> <span id="counts"></span></div>
 <div class="keys">{keys}</div>
 </header>
-<main>
-{sections}
-</main>
+<div class="toolbar">
+<div><button type="button" id="export">Export decisions</button>
+<label>Load decisions <input type="file" id="load" accept=".csv,text/csv"></label>
+<span id="load-status"></span> <span id="counts"></span></div>
+<div><label>issue <select id="filter-issue"></select></label>
+<label>class <select id="filter-class"></select></label>
+<label>suggested <select id="filter-suggested"></select></label>
+<span class="pager"><button type="button" id="first">« first</button>
+<button type="button" id="prev">‹ previous</button> <span id="page-of"></span>
+<button type="button" id="next">next ›</button> <button type="button" id="last">last »</button></span>
+<span id="showing"></span></div>
+</div>
+<main></main>
+<template id="card"><article class="card" tabindex="0">
+<img loading="lazy" alt=""><div class="missing">image unreadable</div>
+<div class="path"></div>
+<div>given <b class="given"></b><span class="suggested"> → suggested <b></b></span></div>
+<div class="score"></div>
+<div class="badge">auto-drop</div><div class="reason"></div>
+<div class="state"></div>
+<div class="actions"><button type="button" data-act="keep">keep</button><button type="button" data-act="drop">drop</button>
+<select aria-label="relabel as">{relabel_options}</select></div>
+<input class="note" type="text" placeholder="note (optional)" aria-label="note">
+</article></template>
+<script type="application/json" id="findings">{findings}</script>
 <script>{script}</script>
 </body></html>
 """
