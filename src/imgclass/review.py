@@ -170,8 +170,9 @@ def _knn_probabilities(x_train, y_train, x_test, n_classes: int, k: int) -> np.n
     """Similarity-weighted vote of the k nearest training images (cosine), smoothed so no class gets 0."""
     k = min(k, len(x_train))
     out = np.zeros((len(x_test), n_classes))
-    for start in range(0, len(x_test), 2048):  # bounded memory: 2048 x N_train similarities at a time
-        sims = x_test[start:start + 2048] @ x_train.T
+    block = _rows_per_block(len(x_train))
+    for start in range(0, len(x_test), block):
+        sims = x_test[start:start + block] @ x_train.T
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0, None) + 1e-6
         votes = np.zeros((len(sims), n_classes))
@@ -179,6 +180,14 @@ def _knn_probabilities(x_train, y_train, x_test, n_classes: int, k: int) -> np.n
         out[start:start + len(sims)] = votes
     out += 0.01  # a class no neighbour has is unlikely, not impossible
     return out / out.sum(axis=1, keepdims=True)
+
+
+_BLOCK_CELLS = 4_000_000  # similarities computed at once: 16 MB, and 32 MB of argpartition's indices
+
+
+def _rows_per_block(n: int) -> int:
+    """Rows of an (rows x n) similarity block: memory stays flat in n, matrix products stay large."""
+    return max(64, _BLOCK_CELLS // max(n, 1))
 
 
 # --- scores ---------------------------------------------------------------------------------------
@@ -205,11 +214,12 @@ class Neighbourhoods:
     nearest_distance: np.ndarray  # N: its cosine distance
 
 
-def neighbourhoods(features: np.ndarray, k: int, block: int = 1024) -> Neighbourhoods:
-    """The k nearest other images of each image by cosine distance (unit rows), `block` rows of
-    similarities at a time: memory O(block x N) while it runs and O(N) after, whatever N is."""
+def neighbourhoods(features: np.ndarray, k: int) -> Neighbourhoods:
+    """The k nearest other images of each image by cosine distance (unit rows), a block of rows at a
+    time: about _BLOCK_CELLS similarities (and their indices) at once, O(N) after, whatever N is."""
     n = len(features)
     k = max(1, min(k, n - 1))
+    block = _rows_per_block(n)
     mean_distance, nearest_distance = np.zeros(n), np.full(n, 2.0)
     nearest = np.full(n, -1)
     if n < 2:
