@@ -293,3 +293,25 @@ def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypa
     assert (second["previous"], second["added"], second["removed"]) == (200, 20, 0)
     assert second["moved"] == moved_by_hand(before, after) <= 8 and second["moved_by_merge"] == 0
     assert files.read_json("data/split/counts.json")["test"]["per_class"] == {"cat": 17, "dog": 17}
+
+
+def test_writing_a_large_cache_keeps_peak_memory_flat(tmp_path):
+    """1,500 rows at 224 px (225 MB) written by a fresh process: its peak resident memory stays far
+    below the cache's size (a memory-mapped writer kept every written page resident)."""
+    import subprocess
+    import sys
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    script = f"""
+import resource
+from pathlib import Path
+from imgclass.image_cache import write_cache
+from imgclass.preprocess import Preprocessing
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+write_cache(Path({str(tmp_path / "train.npy")!r}), [Path({str(tmp_path / "a.jpg")!r})] * 1500, Preprocessing(224, 224))
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    base_kb, peak_kb = map(int, subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                               check=True).stdout.split())
+    assert np.load(tmp_path / "train.npy", mmap_mode="r").shape == (1500, 224, 224, 3)
+    assert (peak_kb - base_kb) / 1024 < 100, f"writing grew peak memory by {(peak_kb - base_kb) / 1024:.0f} MB"
