@@ -160,6 +160,18 @@ def test_download_class_stops_at_the_limit_without_requesting_the_rest(tmp_path)
     assert all(server.hits[p] == 0 for p in paths[5:])
 
 
+def test_a_trickle_of_single_bytes_is_cut_at_the_deadline():
+    """A host sending 1 byte a second (each socket read well under the timeout) for 6 seconds: the
+    download stops at its 1.5-second deadline, not when the body ends."""
+    data = png_bytes() + bytes(2000)
+    settings = FAST.model_copy(update={"timeout": 1.5, "retries": 0})
+    with LocalServer({"/drip.png": trickle(data[:6], pieces=6, interval=1.0)}) as server:
+        started = time.monotonic()
+        result = fetch_image(server.url("/drip.png"), settings)
+        elapsed = time.monotonic() - started
+    assert result.reason == "timeout" and 1.5 <= elapsed < 3.0, (result.reason, elapsed)
+
+
 def test_fetch_image_reports_instead_of_raising():
     assert fetch_image("file:///etc/passwd").reason == "bad_scheme"
     assert fetch_image("no scheme at all").reason == "bad_scheme"

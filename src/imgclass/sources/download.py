@@ -136,7 +136,9 @@ def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
             if declared.isdigit() and int(declared) > settings.max_bytes:
                 raise _Fail("too_large")
             body = bytearray()
-            for chunk in response.iter_content(CHUNK_SIZE):
+            # read1 returns what one socket read brings, so the deadline is checked as bytes arrive;
+            # iter_content(CHUNK_SIZE) waits for a whole chunk, which a trickle of bytes takes hours to fill.
+            while chunk := response.raw.read1(CHUNK_SIZE, decode_content=True):
                 body += chunk
                 if len(body) > settings.max_bytes:
                     raise _Fail("too_large")
@@ -155,8 +157,10 @@ def _get_body(session: requests.Session, url: str, settings: Download) -> bytes:
         # A read timeout in the middle of the body arrives wrapped as a ConnectionError.
         timed_out = any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args)
         raise Transient("timeout" if timed_out else "connection_error") from None
-    except requests.RequestException:  # a body cut short of its Content-Length, or undecodable
-        raise Transient("connection_error") from None
+    except urllib3.exceptions.ReadTimeoutError:  # the body is read from urllib3 itself (read1)
+        raise Transient("timeout") from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError):  # a body cut short of its
+        raise Transient("connection_error") from None                   # Content-Length, or undecodable
 
 
 def _check_status(response: requests.Response, settings: Download) -> None:
