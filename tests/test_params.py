@@ -119,11 +119,12 @@ def test_the_own_classes_example_is_a_complete_valid_params_file():
     assert set(yaml.safe_load((REPO / "params.yaml").read_text())) <= set(raw)
 
 
-def test_the_small_data_benchmark_changes_only_the_source_classes_and_seed():
+def test_the_small_data_benchmark_changes_only_the_source_classes_and_seed(monkeypatch):
     import importlib.util
 
     from conftest import REPO
 
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as when run as a script: its helpers import
     spec = importlib.util.spec_from_file_location("small_data", REPO / "benchmarks" / "small_data.py")
     small_data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(small_data)
