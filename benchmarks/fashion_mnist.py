@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 
 from imgclass import files
 from imgclass.checkpoint import load_trained
@@ -27,7 +28,6 @@ from imgclass.devices import device_name
 from imgclass.evaluate import predict_probs
 from imgclass.params import Params, parse_params
 from imgclass.sources.fashion_mnist import CLASSES, find_files, read_idx
-from imgclass.image_cache import save_array
 from imgclass.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +52,11 @@ def write_split(split_dir: Path, val_per_class: int, seed: int) -> dict:
     test_x, test_y = official("t10k")
     parts = {"train": (train_x[~is_val], train_y[~is_val]), "val": (train_x[is_val], train_y[is_val]),
              "test": (test_x, test_y)}
-    for name, (x, y) in parts.items():
-        save_array(split_dir / f"{name}.npy", x)
-        files.write_csv(split_dir / f"{name}.csv", [{"path": f"{name}/{i}", "label": CLASSES[label]}
+    for name, (x, y) in parts.items():  # PNGs in split_dir's sibling clean/, as the validate stage leaves them
+        (split_dir.parent / "clean" / name).mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(x):
+            Image.fromarray(image).save(split_dir.parent / "clean" / name / f"{i}.png")
+        files.write_csv(split_dir / f"{name}.csv", [{"path": f"{name}/{i}.png", "label": CLASSES[label]}
                                                       for i, label in enumerate(y)], ["path", "label"])
     return {name: len(y) for name, (_, y) in parts.items()}
 

@@ -52,9 +52,7 @@ from small_data import (EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_valida
                         example_params, train_and_test)
 
 from imgclass import files, sources  # noqa: E402
-from imgclass.image_cache import write_cache  # noqa: E402
 from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
-from imgclass.preprocess import Preprocessing  # noqa: E402
 from imgclass.sources.fashion_mnist import find_files, read_idx  # noqa: E402
 from imgclass.split import SPLIT_FIELDS, assign_splits  # noqa: E402
 from imgclass.validate import validate_tree  # noqa: E402
@@ -289,12 +287,11 @@ def training_params(seed: int) -> Params:
     return params.model_copy(update={"models": {PRETRAINED: params.models[PRETRAINED]}})
 
 
-def write_split(split_dir: Path, rows_by_split: dict[str, list[dict]], prep: Preprocessing) -> dict[str, int]:
-    """The split stage's files from rows with `file` and `label`: CSV + decoded uint8 array."""
+def write_split(split_dir: Path, rows_by_split: dict[str, list[dict]]) -> dict[str, int]:
+    """The split stage's CSVs from rows with `file` (an absolute path) and `label`."""
     for name, rows in rows_by_split.items():
-        write_cache(split_dir / f"{name}.npy", [Path(r["file"]) for r in rows], prep)
         files.write_csv(split_dir / f"{name}.csv",
-                        [{"path": r["file"], "label": r["label"], "sha256": r["sha256"], "group": r["group"]}
+                        [{"path": str(Path(r["file"]).resolve()), "label": r["label"], "sha256": r["sha256"], "group": r["group"]}
                          for r in rows], SPLIT_FIELDS)
     return {name: len(rows) for name, rows in rows_by_split.items()}
 
@@ -314,10 +311,9 @@ def as_splits(items: list[dict], test: list[dict]) -> dict[str, list[dict]]:
 
 def train_three_ways(pool: list[dict], dropped: set[int], test: list[dict], seed: int, work: Path) -> dict:
     params = training_params(seed)
-    prep = Preprocessing(params.image_size, params.image_size)
     out = {}
     for name, rows_by_split in training_sets(pool, dropped, test).items():
-        sizes = write_split(work / name / "split", rows_by_split, prep)
+        sizes = write_split(work / name / "split", rows_by_split)
         out[name] = train_and_test(PRETRAINED, params, work / name / "split", work / name) | {"sizes": sizes}
         print(f"  seed {seed} {name}: test {out[name]['test_accuracy']:.3f} in {out[name]['seconds']:.0f}s "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)

@@ -32,10 +32,9 @@ from imgclass import files, sources
 from imgclass.checkpoint import load_trained
 from imgclass.devices import device_name
 from imgclass.evaluate import predict_probs
-from imgclass.image_cache import write_cache
+from imgclass.image_cache import load_split
 from imgclass.params import Params, parse_params
-from imgclass.preprocess import Preprocessing
-from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
+from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits
 from imgclass.train import train
 from imgclass.validate import validate_tree
 from tuxpaint_photos import MAPPING, STAMPS
@@ -69,12 +68,12 @@ def collect_and_validate(params: Params, work: Path) -> list[dict]:
 
 
 def split_and_cache(params: Params, rows: list[dict], clean: Path, split_dir: Path) -> dict[str, int]:
-    """The split stage: stratified lists by content hash and seed, each split decoded once."""
+    """The split stage: stratified lists by content hash and seed (absolute paths: every seed's split
+    reads the one data/clean)."""
     splits = assign_splits(rows, params.split, params.seed)
-    prep = Preprocessing(params.image_size, params.image_size)
     for name in SPLITS:
-        write_cache(split_dir / f"{name}.npy", [clean / r["path"] for r in splits[name]], prep)
-        files.write_csv(split_dir / f"{name}.csv", splits[name], SPLIT_FIELDS)
+        files.write_csv(split_dir / f"{name}.csv", [{**r, "path": str(clean.resolve() / r["path"])}
+                                                     for r in splits[name]], SPLIT_FIELDS)
     return {name: len(splits[name]) for name in SPLITS}
 
 
@@ -84,7 +83,7 @@ def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> di
     summary = train(name, params, split_dir, work / name / "model", work / name / "resume", work / name / "live",
                     track=False)
     model, meta, prep = load_trained(work / name / "model" / "model.pt")
-    images, labels = load_split(split_dir, "test", meta["classes"])
+    images, labels = load_split(split_dir, "test", meta["classes"], prep.image_size)
     accuracy = float((predict_probs(model, prep, images).argmax(axis=1) == labels).mean())
     return {"test_accuracy": round(accuracy, 4), "val_accuracy": round(summary["val_accuracy"], 4),
             "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"] + 1,

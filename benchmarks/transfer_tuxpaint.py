@@ -24,10 +24,9 @@ import yaml
 from imgclass import files, sources
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import predict_probs
-from imgclass.image_cache import write_cache
+from imgclass.image_cache import load_split
 from imgclass.params import Params, parse_params
-from imgclass.preprocess import Preprocessing
-from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits, load_split
+from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits
 from imgclass.train import train
 from imgclass.validate import validate_tree
 from tuxpaint_photos import MAPPING, STAMPS
@@ -66,10 +65,7 @@ def prepare_split(params: Params, work: Path) -> Path:
     rows = [{"path": r["out"], "label": r["class"], "sha256": r["sha256"], "group": r["group"] or r["sha256"]}
             for r in accepted]
     splits = assign_splits(rows, params.split, params.seed)
-    prep = Preprocessing(params.image_size, params.image_size)
     for name in SPLITS:
-        paths = [work / "clean" / r["path"] for r in splits[name]]
-        write_cache(work / "split" / f"{name}.npy", paths, prep)
         files.write_csv(work / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
     return work / "split"
 
@@ -81,7 +77,7 @@ def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> di
                     track=False)
     seconds = time.perf_counter() - started
     model, meta, prep = load_trained(work / name / "model" / "model.pt")
-    images, labels = load_split(split_dir, "test", meta["classes"])
+    images, labels = load_split(split_dir, "test", meta["classes"], prep.image_size)
     accuracy = float((predict_probs(model, prep, images).argmax(axis=1) == labels).mean())
     cfg = params.models[name]
     return {"test_accuracy": round(accuracy, 4), "val_accuracy": round(summary["val_accuracy"], 4),

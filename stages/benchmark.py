@@ -5,12 +5,12 @@ from pathlib import Path
 
 from imgclass import benchmark, files
 from imgclass.params import load_params
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 
 
 def main() -> int:
     params = load_params()
-    images, labels = load_split(Path("data/split"), "train", list(params.classes))
+    images, labels = load_split(Path("data/split"), "train", list(params.classes), params.image_size)
     result = benchmark.run(params, images, labels, n_train=len(labels))
     files.write_json("metrics/benchmark.json", benchmark.headline(result["rows"]))
     files.write_json("reports/benchmark.json", result)  # devices, every row, the fastest batch size per series

@@ -1,15 +1,13 @@
 """Stage split: the people's and the review's decisions applied, then stable stratified train/val/test
-lists, and each split's working copies decoded once into a uint8 cache."""
+lists of working copies (data/split/<split>.csv; training and evaluation decode them)."""
 
 import sys
 from pathlib import Path
 
 from imgclass import files
-from imgclass.image_cache import write_cache
 from imgclass.decisions import (APPLIED_FIELDS, LABELS_CSV, DecisionsError, apply_decisions, read_auto_drops,
                                 read_decisions)
 from imgclass.params import load_params
-from imgclass.preprocess import Preprocessing
 from imgclass.split import (SPLIT_FIELDS, SPLITS, SplitError, assign_splits, previous_assignment, split_changes,
                             split_counts)
 
@@ -30,9 +28,9 @@ def main() -> int:
         print(f"split: {exc}", file=sys.stderr)
         return 1
     changes = split_changes(previous_assignment(OUT), splits)  # read before the CSVs are overwritten
-    prep = Preprocessing(image_size=params.image_size, input_size=params.image_size)
+    for stale in OUT.glob("*.npy"):  # uint8 caches that earlier versions kept here (data/split persists)
+        stale.unlink()
     for name in SPLITS:
-        write_cache(OUT / f"{name}.npy", [CLEAN / r["path"] for r in splits[name]], prep, desc=f"split: caching {name}")
         files.write_csv(OUT / f"{name}.csv", splits[name], SPLIT_FIELDS)
     counts = split_counts(splits)
     totals = {s: counts[s]["total"] for s in SPLITS}

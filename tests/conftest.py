@@ -48,18 +48,14 @@ def tiny_params_dict(**overrides) -> dict:
 
 
 def make_split(params, root: Path) -> Path:
-    """root/raw (PNGs) and root/split (csv + uint8 cache), as the scrape and split stages write them."""
+    """root/clean (PNGs) and root/split (CSVs), as the validate and split stages write them."""
     from imgclass import files, sources
-    from imgclass.preprocess import Preprocessing
-    from imgclass.image_cache import write_cache
     from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits
 
-    rows = sources.collect(params, root / "raw")
+    rows = sources.collect(params, root / "clean")  # small PNGs: their working copies would be identical
     split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
     splits = assign_splits(split_rows, params.split, params.seed)
-    prep = Preprocessing(params.image_size, params.image_size)
     for name in SPLITS:
-        write_cache(root / "split" / f"{name}.npy", [root / "raw" / r["path"] for r in splits[name]], prep)
         files.write_csv(root / "split" / f"{name}.csv", splits[name], SPLIT_FIELDS)
     return root / "split"
 

@@ -17,7 +17,7 @@ from conftest import REPO, make_split, require_fashion, tiny_params_dict
 from imgclass import cli, explain, files
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import classification_metrics, predict_probs
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 
 PAIR = ["sneaker", "bag"]  # classes[1] = "bag" is the positive class
 MEMBERS = {"a": {"arch": "cnn_simple", "epochs": 8, "batch_size": 16, "lr": 0.01},
@@ -62,7 +62,7 @@ def project(tmp_path_factory):
 
 def test_binary_metrics_have_auc_ap_threshold_and_no_redundant_top_k(project):
     model, meta, prep = load_trained(project / "models" / "a" / "model.pt")
-    x, y = load_split(project / "data" / "split", "test", meta["classes"])
+    x, y = load_split(project / "data" / "split", "test", meta["classes"], prep.image_size)
     probs = predict_probs(model, prep, x)
     metrics = classification_metrics(y, probs, meta["classes"])
     assert meta["classes"] == PAIR and metrics["positive_class"] == "bag" and metrics["threshold"] == 0.5
@@ -96,7 +96,7 @@ def test_evaluate_stage_writes_binary_metrics_curves_and_explanations(project):
 
 def test_explanations_work_with_two_classes_and_six_images(project, tmp_path):
     model, meta, prep = load_trained(project / "models" / "a" / "model.pt")
-    x, y = load_split(project / "data" / "split", "test", meta["classes"])
+    x, y = load_split(project / "data" / "split", "test", meta["classes"], prep.image_size)
     x, y = np.array(x[:6]), y[:6]
     probs = predict_probs(model, prep, x)
     written = [explain.tsne_png(explain.penultimate_features(model, prep, x), y, PAIR, tmp_path / "tsne.png"),
@@ -122,14 +122,14 @@ def test_predict_and_export_with_two_classes(project, tmp_path):
     from imgclass.export import export_model
 
     rows = files.read_csv(project / "data" / "split" / "test.csv")[:4]
-    pngs = [project / "data" / "raw" / r["path"] for r in rows]
+    pngs = [project / "data" / "clean" / r["path"] for r in rows]
     assert cli.main(["predict", *map(str, pngs), "--top-k", "5", "--out", str(tmp_path / "p.json")]) == 0
     predicted = files.read_json(tmp_path / "p.json")
     assert all(r["status"] == "ok" and len(r["top_k"]) == 2 for r in predicted)
     assert sum(r["prediction"] == label for r, label in zip(predicted, [r["label"] for r in rows])) >= 3
 
     model, _, prep = load_trained(project / "models" / "a" / "model.pt")
-    images, _ = load_split(project / "data" / "split", "test", PAIR)
+    images, _ = load_split(project / "data" / "split", "test", PAIR, 28)
     images = np.array(images[:5])
     expected = predict_probs(model, prep, images)
     onnx_file = export_model(project / "models" / "a" / "model.pt", "onnx", tmp_path / "a.onnx")
@@ -148,7 +148,7 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
     version = registry.register("ensemble", "binary-test")
     loaded = mlflow.pyfunc.load_model(registry.registered_uri(version))
     rows = files.read_csv(project / "data" / "split" / "test.csv")
-    images = [base64.b64encode((project / "data" / "raw" / r["path"]).read_bytes()).decode() for r in rows]
+    images = [base64.b64encode((project / "data" / "clean" / r["path"]).read_bytes()).decode() for r in rows]
     out = loaded.predict(pd.DataFrame({"image": images}))
     spec = ensemble.read_spec(project / "reports" / "ensemble.json")
     saved = [SavedPredictions.load(project / "data" / "preds" / f"{m}.npz") for m in spec.members]
@@ -163,7 +163,7 @@ def test_benchmark_and_lr_find_run_with_two_classes(project, tmp_path):
     from imgclass.params import load_params
 
     params = load_params(project / "params.yaml")
-    images, labels = load_split(project / "data" / "split", "train", PAIR)
+    images, labels = load_split(project / "data" / "split", "train", PAIR, params.image_size)
     row = benchmark.measure("cnn_simple", benchmark.Preprocessing(28, 28), images, labels, 2, 8,
                             torch.device("cpu"), n_images=16, warmup=0, repeats=1)
     assert row["train_images_per_s"] > 0 and row["infer_images_per_s"] > 0

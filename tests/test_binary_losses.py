@@ -15,7 +15,7 @@ from imgclass.losses import fit_temperature
 from imgclass.lr_find import lr_range_test
 from imgclass.params import parse_params
 from imgclass.preprocess import Preprocessing, logits_to_probabilities
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.train import train
 
 PAIR = ["sneaker", "bag"]
@@ -52,7 +52,7 @@ def trained(pair_split, tmp_path_factory):
         work = tmp_path_factory.mktemp(variant)
         train("m", with_loss(params, variant), split_dir, work / "model", work / "resume", work / "live", track=False)
         model, meta, prep = load_trained(work / "model" / "model.pt")
-        images, labels = load_split(split_dir, "test", PAIR)
+        images, labels = load_split(split_dir, "test", PAIR, prep.image_size)
         with torch.no_grad():
             logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
         out[variant] = (model, meta, prep, logits, torch.from_numpy(labels), work / "model" / "model.pt")
@@ -112,9 +112,9 @@ def test_one_logit_predict_and_export_agree_and_feed_the_soft_vote(trained, pair
 
     ort = pytest.importorskip("onnxruntime")
     _, split_dir = pair_split
-    images, labels = load_split(split_dir, "test", PAIR)
     checkpoint = trained["bce_one_logit"][5]
     model, _, prep = load_trained(checkpoint)
+    images, labels = load_split(split_dir, "test", PAIR, prep.image_size)
     one_logit = predict_probs(model, prep, images)
     two_logits = predict_probs(trained["bce"][0], trained["bce"][2], images)
     assert one_logit.shape == two_logits.shape == (len(labels), 2)
@@ -139,7 +139,7 @@ def test_one_logit_needs_two_classes():
 def test_hinge_temperature_is_fitted_on_the_validation_split(trained, pair_split):
     _, split_dir = pair_split
     model, _, prep, _, _, _ = trained["multi_margin"]
-    images, labels = load_split(split_dir, "val", PAIR)
+    images, labels = load_split(split_dir, "val", PAIR, 28)
     with torch.no_grad():
         logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
     assert prep.temperature == pytest.approx(fit_temperature(logits, torch.from_numpy(labels)), rel=1e-6)

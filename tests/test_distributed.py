@@ -19,7 +19,6 @@ import yaml
 from conftest import REPO, tiny_params_dict
 from imgclass.distributed import World, backend_for
 from imgclass.params import ParamsError, parse_params
-from imgclass.image_cache import save_array
 
 GLOBAL_BATCH = 32
 
@@ -28,10 +27,10 @@ def project(root: Path, split_dir: Path, model: dict, processes: int) -> Path:
     """A project folder holding params.yaml and data/split, with the training set cut to whole global
     batches: then every process's share of every batch has the same size and the averages agree."""
     shutil.copytree(split_dir, root / "data" / "split")
+    (root / "data" / "clean").symlink_to(split_dir.parent / "clean")
     train_csv = root / "data" / "split" / "train.csv"
     rows = list(csv.DictReader(train_csv.open()))
     keep = len(rows) // GLOBAL_BATCH * GLOBAL_BATCH
-    save_array(root / "data" / "split" / "train.npy", np.ascontiguousarray(np.load(split_dir / "train.npy")[:keep]))
     with train_csv.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

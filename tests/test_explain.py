@@ -5,7 +5,7 @@ import torch
 from imgclass import explain, models
 from imgclass.evaluate import predict_probs
 from imgclass.preprocess import Preprocessing
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -20,7 +20,7 @@ def trained(fashion_split):
     params, split_dir = fashion_split
     torch.manual_seed(0)
     model, prep = models.build_model("cnn_simple", len(params.classes), dropout=0.0), Preprocessing(28, 28)
-    x, y = load_split(split_dir, "train", params.classes)
+    x, y = load_split(split_dir, "train", params.classes, params.image_size)
     inputs, targets = prep.normalize(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)), torch.from_numpy(y)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
@@ -28,7 +28,7 @@ def trained(fashion_split):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(inputs), targets).backward()
         optimizer.step()
-    test_x, test_y = load_split(split_dir, "test", params.classes)
+    test_x, test_y = load_split(split_dir, "test", params.classes, params.image_size)
     return model.eval(), prep, test_x, test_y, predict_probs(model, prep, test_x), params.classes
 
 

@@ -14,7 +14,7 @@ from imgclass.checkpoint import load_trained, save_checkpoint
 from imgclass.ensemble import EnsembleSpec
 from imgclass.evaluate import SavedPredictions, file_sha256, predict_probs
 from imgclass.predict import PredictError, expand_paths, predict_paths, resolve_checkpoints
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.train import train
 from test_train import with_model
 
@@ -28,10 +28,10 @@ def train_tiny(fashion_split, models_dir: Path, name: str = "m") -> Path:
 
 
 def split_images(split_dir: Path, n: int) -> tuple[list[Path], np.ndarray]:
-    """The first n test-split PNGs as files, and the same images as the split's cached uint8 array."""
-    rows = files.read_csv(split_dir / "test.csv")[:n]
-    images = np.load(split_dir / "test.npy")[:n]
-    return [split_dir.parent / "raw" / r["path"] for r in rows], images
+    """The first n test-split PNGs as files, and the same images as training reads them (uint8, 28 px)."""
+    rows = files.read_csv(split_dir / "test.csv")
+    images = load_split(split_dir, "test", sorted({r["label"] for r in rows}), 28)[0][:n]
+    return [split_dir.parent / "clean" / r["path"] for r in rows[:n]], images
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_members_must_share_classes(trained, image_folder, tmp_path):
 def save_predictions(checkpoint: Path, split_dir: Path, out: Path) -> None:
     """What evaluate@M saves: val and test probabilities and the checkpoint's sha256."""
     model, meta, prep = load_trained(checkpoint)
-    val_x, val_y = load_split(split_dir, "val", meta["classes"])
-    test_x, test_y = load_split(split_dir, "test", meta["classes"])
+    val_x, val_y = load_split(split_dir, "val", meta["classes"], prep.image_size)
+    test_x, test_y = load_split(split_dir, "test", meta["classes"], prep.image_size)
     SavedPredictions(meta["classes"], predict_probs(model, prep, val_x), val_y, predict_probs(model, prep, test_x),
                      test_y, file_sha256(checkpoint)).save(out)
 

@@ -3,17 +3,21 @@ real grouping function kept whole, and the uint8 cache."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from imgclass.image_cache import CachedImages, save_array, write_cache
+from imgclass import files
+from imgclass.image_cache import CachedImages, load_split, save_array, write_cache
 from imgclass.params import SplitParams
 from imgclass.preprocess import Preprocessing
-from imgclass.split import (SPLITS, SplitError, assign_splits, class_targets, load_split,
-                            split_changes)
+from imgclass.split import SPLITS, SplitError, assign_splits, class_targets, split_changes
 from imgclass.validate import group_names
 
 
@@ -163,21 +167,19 @@ def test_a_merge_is_counted_as_moved_by_merge():
 
 def test_every_input_image_is_in_exactly_one_split_and_cached_once(fashion_split):
     params, split_dir = fashion_split
-    from imgclass import files
-
-    raw = split_dir.parent / "raw"
-    inputs = sorted(p.relative_to(raw).as_posix() for p in raw.glob("*/*.png"))
+    clean = split_dir.parent / "clean"
+    inputs = sorted(p.relative_to(clean).as_posix() for p in clean.glob("*/*.png"))
     listed = {s: files.read_csv(split_dir / f"{s}.csv") for s in SPLITS}
     paths = [r["path"] for s in SPLITS for r in listed[s]]
     assert sorted(paths) == inputs  # every input once: none lost, none in two splits
     prep = Preprocessing(params.image_size, params.image_size)
     for split in SPLITS:
-        images, labels = load_split(split_dir, split, params.classes)
+        images, labels = load_split(split_dir, split, params.classes, params.image_size)
         assert isinstance(images, CachedImages) and images.dtype == np.uint8 and images.shape[1:] == (28, 28, 3)
         assert len(images) == len(listed[split]) > 0
         for i in (0, len(images) // 2, len(images) - 1):  # row i holds the image the CSV names at row i
             row = listed[split][i]
-            with Image.open(raw / row["path"]) as img:
+            with Image.open(clean / row["path"]) as img:
                 assert np.array_equal(images[i], prep.to_uint8(img))
             assert params.classes[labels[i]] == row["label"]
 
@@ -185,7 +187,32 @@ def test_every_input_image_is_in_exactly_one_split_and_cached_once(fashion_split
 def test_load_split_rejects_labels_outside_the_classes(fashion_split):
     params, split_dir = fashion_split
     with pytest.raises(SplitError, match="not in params classes"):
-        load_split(split_dir, "train", ["trouser", "bag"])
+        load_split(split_dir, "train", ["trouser", "bag"], 28)
+
+
+def test_load_split_names_a_listed_image_that_is_gone(fashion_split, tmp_path):
+    params, split_dir = fashion_split
+    shutil.copytree(split_dir, tmp_path / "split")
+    shutil.copytree(split_dir.parent / "clean", tmp_path / "clean")
+    gone = tmp_path / "clean" / files.read_csv(split_dir / "val.csv")[3]["path"]
+    gone.unlink()
+    with pytest.raises(SplitError, match=f"names {gone}, which does not exist; rerun the validate and split"):
+        load_split(tmp_path / "split", "val", params.classes, 28)
+
+
+def test_decoded_rows_live_in_a_scratch_file_removed_when_the_process_ends(fashion_split, tmp_path):
+    """Uncompressed rows are not kept at rest: each process decodes the working copies it needs into
+    $TMPDIR and the file goes with the process."""
+    params, split_dir = fashion_split
+    script = (f"from imgclass.image_cache import load_split\n"
+              f"images, labels = load_split({str(split_dir)!r}, 'test', {list(params.classes)!r}, 32)\n"
+              f"print(images.path, images.shape, int(images[:].sum()))")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    scratch, shape = Path(out.stdout.split()[0]), out.stdout.split(" ", 1)[1]
+    assert scratch.parent.parent == tmp_path and scratch.parent.name.startswith("imgclass-rows-")
+    assert shape.startswith(f"({len(files.read_csv(split_dir / 'test.csv'))}, 32, 32, 3)")
+    assert not scratch.parent.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_write_cache_squashes_photos_into_a_file_read_row_by_row(tmp_path):

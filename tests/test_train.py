@@ -16,7 +16,7 @@ from imgclass.evaluate import predict_probs
 from imgclass.losses import make_loss
 from imgclass.params import ModelParams, parse_params
 from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.train import (ArrayDataset, EarlyStopper, Phase, Stepper, coarse_selection_note, make_loader,
                             make_optimizer, make_schedule, param_groups, run_epoch, train)
 
@@ -34,7 +34,7 @@ def stepper_for(arch: str, weights: str = "none", **cfg) -> Stepper:
 
 
 def loader_for(split_dir, classes, split="train", batch_size=32):
-    images, labels = load_split(split_dir, split, classes)
+    images, labels = load_split(split_dir, split, classes, 28)
     return make_loader(ArrayDataset(images, labels), batch_size, True, 0, 0, torch.device("cpu"))
 
 
@@ -153,7 +153,7 @@ def test_training_restores_the_best_epoch(fashion_split, tmp_path):
     best = result["history"][result["best_epoch"]]
     assert result["val_accuracy"] == best["val_accuracy"] == max(h["val_accuracy"] for h in result["history"])
     model, meta, prep = load_trained(tmp_path / "model" / "model.pt")
-    images, labels = load_split(split_dir, "val", meta["classes"])
+    images, labels = load_split(split_dir, "val", meta["classes"], prep.image_size)
     accuracy = (predict_probs(model, prep, images).argmax(axis=1) == labels).mean()
     assert accuracy == pytest.approx(best["val_accuracy"])
     assert meta["preprocessing"] == {"image_size": 28, "input_size": 28, "mean": IMAGENET_MEAN,
@@ -177,11 +177,12 @@ def kill_after_epochs(params, split_dir: Path, out: Path, epochs: int) -> int:
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     checkpoint = out / "resume" / "last.pt"
     deadline = time.time() + 120
-    while time.time() < deadline and not (checkpoint.exists() and
+    while time.time() < deadline and proc.poll() is None and not (checkpoint.exists() and
                                           len(torch.load(checkpoint, weights_only=True)["history"]) >= epochs):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    output = proc.communicate()[0].decode(errors="replace")
+    assert checkpoint.exists(), f"training stopped before its first checkpoint:\n{output[-2000:]}"
     done = len(torch.load(checkpoint, weights_only=True)["history"])
     assert not (out / "model" / "model.pt").exists()
     return done
@@ -204,17 +205,15 @@ def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_p
 
 
 def drop_training_images(split_dir: Path, out: Path, keep: int) -> Path:
-    """A copy of split_dir whose training split keeps only its first `keep` images (a resplit)."""
+    """A copy of split_dir whose training split keeps only its first `keep` images (a resplit); it reads
+    the same clean images."""
     import csv
     import shutil
 
-    import numpy as np
-
-    from imgclass.image_cache import save_array
-
     shutil.copytree(split_dir, out)
+    if not (out.parent / "clean").exists():
+        (out.parent / "clean").symlink_to(split_dir.parent / "clean")
     rows = list(csv.DictReader((out / "train.csv").open()))
-    save_array(out / "train.npy", np.ascontiguousarray(np.load(split_dir / "train.npy")[:keep]))
     with (out / "train.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -224,8 +223,9 @@ def drop_training_images(split_dir: Path, out: Path, keep: int) -> Path:
 
 def test_a_killed_run_does_not_resume_on_changed_data_and_says_why(fashion_split, tmp_path, capsys):
     base, split_dir = fashion_split
-    data = tmp_path / "data"
+    data = tmp_path / "split"
     shutil.copytree(split_dir, data)
+    (tmp_path / "clean").symlink_to(split_dir.parent / "clean")
     params = with_model(base, epochs=8, schedule="cosine", min_steps=0)
     done = kill_after_epochs(params, data, tmp_path, 2)
     assert 2 <= done < 8
@@ -327,7 +327,7 @@ def one_step(s: Stepper, split_dir, classes, optimizer=None) -> tuple[dict, list
     """One real optimizer step on the first batch of the training split; (metrics, weights before)."""
     before = [p.detach().clone() for p in s.model.parameters()]
     opt = optimizer or make_optimizer(param_groups(s.model, s.cfg, Phase("unfrozen", 1)), s.cfg)
-    images, labels = load_split(split_dir, "train", classes)
+    images, labels = load_split(split_dir, "train", classes, 28)
     every_class = np.linspace(0, len(labels) - 1, s.cfg.batch_size).astype(int)  # the CSV is sorted by class
     loader = make_loader(ArrayDataset(images[every_class], labels[every_class]), s.cfg.batch_size, True,
                          0, 0, torch.device("cpu"))
@@ -443,4 +443,4 @@ def test_training_length_follows_the_data(fashion_split, tmp_path):
     assert epochs_for(8, 30, 110) == 8  # large data: epochs as given
     result = train("m", with_model(base, epochs=2, min_steps=30), split_dir, tmp_path / "model",
                    tmp_path / "resume", tmp_path / "live", track=False)
-    assert result["epochs_run"] == math.ceil(30 / math.ceil(len(load_split(split_dir, "train", base.classes)[1]) / 32))
+    assert result["epochs_run"] == math.ceil(30 / math.ceil(len(load_split(split_dir, "train", base.classes, base.image_size)[1]) / 32))

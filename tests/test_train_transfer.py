@@ -8,7 +8,7 @@ from imgclass import train as train_module
 from imgclass.losses import make_loss
 from imgclass.params import ModelParams, parse_params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_loader,
                             make_optimizer, make_schedule, param_groups, train, train_one_epoch)
 
@@ -55,8 +55,8 @@ def test_cached_frozen_phase_keeps_the_backbone_and_trains_the_head(fashion_spli
 
     models.set_backbone_frozen(model, True)
     phase = Phase("frozen", 2)
-    runner, train_features, val_loader = feature_phase(s, ArrayDataset(*load_split(split_dir, "train", params.classes)),
-                                                       ArrayDataset(*load_split(split_dir, "val", params.classes)))
+    runner, train_features, val_loader = feature_phase(s, ArrayDataset(*load_split(split_dir, "train", params.classes, params.image_size)),
+                                                       ArrayDataset(*load_split(split_dir, "val", params.classes, params.image_size)))
     assert train_features.tensors[0].shape[1] == model.head.in_features
     opt = make_optimizer(param_groups(model, cfg, phase), cfg)
     loader = make_loader(train_features, cfg.batch_size, True, 0, 0, torch.device("cpu"))
@@ -168,7 +168,7 @@ def test_batchnorm_frozen_keeps_running_statistics_while_everything_trains(fashi
     statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
     weights = {k: v.clone() for k, v in model.state_dict().items() if k.endswith(".weight")}
     phase = Phase("unfrozen", 1)
-    loader = make_loader(ArrayDataset(*load_split(split_dir, "train", params.classes)), 32, True, 0, 0,
+    loader = make_loader(ArrayDataset(*load_split(split_dir, "train", params.classes, params.image_size)), 32, True, 0, 0,
                          torch.device("cpu"))
     opt = make_optimizer(param_groups(model, cfg, phase), cfg)
     train_module.run_epoch(s, loader, opt, make_schedule(opt, cfg, len(loader), 1))

@@ -18,7 +18,7 @@ from imgclass import explain, files, plots
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import (SavedPredictions, classification_metrics, curve_area, file_sha256, predict_probs,
                                report_table, roc_pr_curves, scalar_metrics)
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 
 HEADLINE_KEYS = ("accuracy", "macro_f1", "ece")
 
@@ -44,8 +44,8 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
     """The model on the test split (reported) and the validation split (saved for later choices)."""
     model, meta, prep = load_trained(checkpoint, device)
     classes = meta["classes"]
-    test_x, test_y = load_split(split_dir, "test", classes)
-    val_x, val_y = load_split(split_dir, "val", classes)
+    test_x, test_y = load_split(split_dir, "test", classes, prep.image_size)
+    val_x, val_y = load_split(split_dir, "val", classes, prep.image_size)
     saved = SavedPredictions(classes, predict_probs(model, prep, val_x, device), val_y,
                              predict_probs(model, prep, test_x, device), test_y, file_sha256(checkpoint))
     metrics = classification_metrics(test_y, saved.test_probs, classes)

@@ -1,15 +1,21 @@
-"""The uint8 image cache of a split (data/split/<split>.npy, N x H x W x 3 at image_size): written row by
+"""The uint8 rows a training or evaluation process reads (N x H x W x 3 at image_size): written row by
 row, read a batch at a time, so that neither side holds every image in memory.
 
-`write_cache` decodes the working copies with threads and appends each row to a .npy file (a temporary
-file, renamed when complete). `CachedImages` reads rows with `os.pread`. Neither maps the file: pages of
-a memory map that a process has touched count in its resident memory until the map closes, and a
-20,000-photo split at 224 px is 3 GB; plain reads and writes leave them in the page cache instead.
+`decode_to_scratch` decodes a split's working copies (data/clean) once per process into a scratch .npy
+file that is deleted when the process ends. Uncompressed rows at 224 px weigh about as much as the
+photos themselves, so they are not kept at rest (nor in DVC's cache or a remote); decoding working
+copies that are already at image_size is cheap (see docs/benchmarks.md).
+
+`write_cache` decodes with threads and appends each row to a .npy file (a temporary file, renamed when
+complete). `CachedImages` reads rows with `os.pread`. Neither maps the file: pages of a memory map that
+a process has touched count in its resident memory until the map closes, and a 20,000-photo split at
+224 px is 3 GB; plain reads and writes leave them in the page cache instead.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +26,7 @@ from PIL import Image
 from imgclass import files
 from imgclass.preprocess import Preprocessing
 from imgclass.progress import Progress
+from imgclass.split import SplitError
 
 _CHUNK = 256  # images decoded ahead of the write: bounded memory whatever the split's size
 
@@ -40,6 +47,42 @@ def write_cache(path: Path, images: Sequence[Path], prep: Preprocessing, workers
                 for array in pool.map(_squashed(prep), images[start:start + _CHUNK]):
                     f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
                 progress.update(min(_CHUNK, len(images) - start))
+
+
+def load_split(split_dir: Path, split: str, classes: list[str], image_size: int,
+               images_dir: Path | None = None) -> tuple[CachedImages, np.ndarray]:
+    """(uint8 images N x image_size x image_size x 3, read from disk as they are indexed; int64 labels)
+    of one split. The CSV's paths are relative to images_dir, by default the split's sibling
+    data/clean (or absolute); each image is decoded once here, into a scratch file this process reads."""
+    split_dir = Path(split_dir)
+    rows = files.read_csv(split_dir / f"{split}.csv")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = {r["label"] for r in rows} - set(index)
+    if unknown:
+        raise SplitError(f"{split_dir / split}.csv: labels {sorted(unknown)} are not in params classes; rerun split")
+    images_dir = split_dir.parent / "clean" if images_dir is None else Path(images_dir)
+    paths = [images_dir / r["path"] for r in rows]
+    if missing := next((p for p in paths if not p.is_file()), None):
+        raise SplitError(f"{split_dir / split}.csv names {missing}, which does not exist; "
+                         "rerun the validate and split stages (dvc repro split)")
+    labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    images = decode_to_scratch(paths, Preprocessing(image_size, image_size), desc=f"decoding {split}")
+    return images, labels
+
+
+_scratch: tempfile.TemporaryDirectory | None = None  # this process's rows; removed when it exits
+
+
+def decode_to_scratch(images: Sequence[Path], prep: Preprocessing, desc: str = "decoding") -> CachedImages:
+    """The images squashed to prep.image_size, in a scratch file under $TMPDIR that lives as long as this
+    process (DataLoader workers reopen it by name)."""
+    global _scratch
+    if _scratch is None:
+        _scratch = tempfile.TemporaryDirectory(prefix="imgclass-rows-")
+    handle, name = tempfile.mkstemp(suffix=".npy", dir=_scratch.name)
+    os.close(handle)
+    write_cache(Path(name), images, prep, desc=desc)
+    return CachedImages(name)
 
 
 def _squashed(prep: Preprocessing):

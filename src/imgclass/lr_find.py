@@ -15,7 +15,7 @@ from imgclass.devices import resolve_device
 from imgclass.losses import make_loss
 from imgclass.params import Params
 from imgclass.preprocess import Preprocessing
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.train import ArrayDataset, Phase, make_loader, make_optimizer, param_groups, seed_everything
 
 
@@ -25,7 +25,7 @@ def lr_range_test(name: str, params: Params, split_dir: Path, start_lr: float = 
     cfg = params.models[name]
     seed_everything(params.seed)
     device = resolve_device(params.device)
-    images, labels = load_split(split_dir, "train", list(params.classes))
+    images, labels = load_split(split_dir, "train", list(params.classes), params.image_size)
     prep = Preprocessing(params.image_size, params.input_size(name))
     model = models.build_model(cfg.arch, len(params.classes), cfg.weights, cfg.dropout,
                                cfg.binary_head).to(device).train()

@@ -1,5 +1,4 @@
-"""Stable, stratified, group-aware train/val/test split, and reading a split back (its CSV and the
-uint8 cache of `imgclass.image_cache`).
+"""Stable, stratified, group-aware train/val/test split (`imgclass.image_cache.load_split` reads one back).
 
 Within each class, groups (near-duplicates share one; see `imgclass.validate`) are ranked by a hash
 of (group name, seed). The lowest ranks fill test up to round(n * split.test) images, the next ranks
@@ -19,10 +18,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from imgclass import files
-from imgclass.image_cache import CachedImages
 from imgclass.params import SplitParams
 
 SPLITS = ("train", "val", "test")
@@ -135,20 +131,6 @@ def _members(group_of: dict[str, str]) -> dict[str, frozenset]:
     for sha, group in group_of.items():
         members[group].add(sha)
     return {group: frozenset(shas) for group, shas in members.items()}
-
-
-def load_split(split_dir: Path, split: str, classes: list[str]) -> tuple[CachedImages, np.ndarray]:
-    """(uint8 images N x H x W x 3, read from disk as they are indexed; int64 labels) of one split."""
-    rows = files.read_csv(split_dir / f"{split}.csv")
-    index = {name: i for i, name in enumerate(classes)}
-    unknown = {r["label"] for r in rows} - set(index)
-    if unknown:
-        raise SplitError(f"{split_dir / split}.csv: labels {sorted(unknown)} are not in params classes; rerun split")
-    labels = np.array([index[r["label"]] for r in rows], dtype=np.int64)
-    images = CachedImages(split_dir / f"{split}.npy")
-    if len(images) != len(labels):
-        raise SplitError(f"{split_dir}: {split}.npy and {split}.csv disagree; rerun the split stage")
-    return images, labels
 
 
 def split_counts(splits: dict[str, list[dict]]) -> dict:

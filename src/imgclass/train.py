@@ -45,7 +45,7 @@ from imgclass.losses import (NEEDS_TEMPERATURE, balanced_class_weights, fit_temp
 from imgclass.params import ModelParams, Params, ParamsError
 from imgclass.preprocess import Preprocessing
 from imgclass.progress import Progress
-from imgclass.split import load_split
+from imgclass.image_cache import load_split
 from imgclass.tracking import Tracker
 
 
@@ -439,8 +439,8 @@ def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path
     batch_size = world.local_batch_size(cfg.batch_size, f"models.{name}.batch_size")
     seed_everything(params.seed)
     classes = list(params.classes)
-    train_x, train_y = load_split(split_dir, "train", classes)
-    val_x, val_y = load_split(split_dir, "val", classes)
+    train_x, train_y = load_split(split_dir, "train", classes, params.image_size)
+    val_x, val_y = load_split(split_dir, "val", classes, params.image_size)
     prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
                          output=probability_output(cfg.loss))
 
