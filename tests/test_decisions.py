@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import tiny_params_dict
 from imgclass import files
-from imgclass.decisions import Decision, DecisionsError, apply_decisions, read_auto_drops, read_decisions
+from imgclass.decisions import (Decision, DecisionsError, apply_decisions, auto_drop_candidates, read_auto_drops,
+                                read_decisions)
 from imgclass.split import SPLITS
 from imgclass.validate import REPORT_COLUMNS
 from test_split import run_split_stage
@@ -74,12 +75,13 @@ def test_a_person_overrides_the_review_and_absent_images_are_reported():
                                            ("gone", "drop", "")]}
     auto = {sha(n): Decision(sha(n), "drop", "", "review: outlier 0.99") for n in "cd"}
     kept, applied, counts = apply_decisions(rows, person, auto)
-    assert [(r["sha256"], r["label"]) for r in kept] == [(sha("b"), "dog"), (sha("c"), "cat")]
-    assert counts == {"dropped": 1, "relabelled": 1, "auto_dropped": 1, "kept_over_auto": 1, "not_found": 1,
+    # review's drops are left to the split (outside test only); a person's rows apply everywhere
+    assert [(r["sha256"], r["label"], r["original_label"]) for r in kept] == [
+        (sha("b"), "dog", "cat"), (sha("c"), "cat", "cat"), (sha("d"), "cat", "cat")]
+    assert counts == {"dropped": 1, "relabelled": 1, "kept_over_auto": 1, "not_found": 1,
                       "not_found_sha256": [sha("gone")]}
-    assert {r["sha256"]: r["action"] for r in applied} == {sha("a"): "drop", sha("b"): "relabel",
-                                                           sha("c"): "keep", sha("d"): "drop"}
-    assert next(r for r in applied if r["sha256"] == sha("d"))["source"] == "review: outlier 0.99"
+    assert {r["sha256"]: r["action"] for r in applied} == {sha("a"): "drop", sha("b"): "relabel", sha("c"): "keep"}
+    assert auto_drop_candidates(auto, person) == {sha("d"): auto[sha("d")]}
 
 
 # --- the split stage ------------------------------------------------------------------------------
@@ -127,14 +129,15 @@ def test_the_split_stage_drops_relabels_and_keeps_over_an_auto_drop(project, cap
     test_labels = [label for split, label in labels.values() if split == "test"]
     assert sorted(set(test_labels)) == CLASSES
     decisions = files.read_json("reports/split.json")["decisions"]
-    assert decisions == {"dropped": 1, "relabelled": 1, "auto_dropped": 1, "kept_over_auto": 1, "not_found": 1,
-                         "not_found_sha256": [sha("no longer scraped")]}
+    assert decisions == {"dropped": 1, "relabelled": 1, "auto_dropped": 1, "auto_drops_spared_in_test": 0,
+                         "kept_over_auto": 1, "not_found": 1, "not_found_sha256": [sha("no longer scraped")]}
     applied = {r["sha256"]: r for r in files.read_csv("reports/decisions.csv")}
     assert applied[auto]["source"] == "review: outlier 0.97 far from every class"
     assert applied[dropped]["source"] == "row 2: a cartoon"
     out = capsys.readouterr().out
     assert "1 rows of labels.csv name images that are not in data/clean" in out
-    assert "1 dropped, 1 relabelled, 1 auto-dropped by review, 1 kept against review" in out
+    assert ("1 dropped, 1 relabelled, 1 auto-dropped by review (outside test; 0 spared in test), "
+            "1 kept against review") in out
 
 
 def test_an_unknown_class_in_labels_csv_stops_the_stage_with_one_line(project, capsys):
@@ -143,3 +146,30 @@ def test_an_unknown_class_in_labels_csv_stops_the_stage_with_one_line(project, c
     assert run_split_stage() == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("split: labels.csv row 2: new_class 'horse' is not one of the classes") and "\n" not in err
+
+
+def test_review_auto_drops_spare_test_images_and_a_relabel_keeps_its_split(project, capsys):
+    """Only a person changes what test holds: review's auto-drops act on train and val, and relabelling a
+    test image in labels.csv leaves it in test (the previous split is the stage's starting point)."""
+    root, shas = project
+    assert run_split_stage() == 0
+    first = split_labels()
+    in_test = [s for s, (split, _) in first.items() if split == "test"]
+    outside = [s for s, (split, _) in first.items() if split != "test"]
+    files.write_csv(root / "data/review/auto_drop.csv",
+                    [{"sha256": s, "path": "x.png", "class": first[s][1], "issue": "label", "score": 0.99,
+                      "reason": "looks like another class"} for s in (in_test[0], outside[0])],
+                    ["sha256", "path", "class", "issue", "score", "reason"])
+    other = "dog" if first[in_test[1]][1] == "cat" else "cat"
+    write_labels(root / "labels.csv", [(in_test[1], "relabel", other, "a person looked")])
+    assert run_split_stage() == 0
+    second = split_labels()
+    assert second[in_test[0]][0] == "test" and outside[0] not in second
+    assert second[in_test[1]] == ("test", other)
+    test_rows = {r["sha256"]: r for r in files.read_csv("data/split/test.csv")}
+    assert test_rows[in_test[1]]["original_label"] == first[in_test[1]][1]
+    report = files.read_json("reports/split.json")
+    assert report["decisions"]["auto_dropped"] == 1 and report["decisions"]["auto_drops_spared_in_test"] == 1
+    assert report["restarted"] is None and report["moved_by_merge"] == 0
+    moved = sum(second[s][0] != split for s, (split, _) in first.items() if s in second)
+    assert report["moved"] == moved <= 4

@@ -2,9 +2,11 @@
 
 labels.csv lives in git beside params.yaml, one row per image: sha256, action, new_class, note.
 `drop` removes the image from every split, `relabel` moves it to new_class (test labels are cleaned
-too), `keep` overrides the review stage's auto-drop. A person's row wins over the review stage. A row
-about an image that is no longer in the data is reported, not an error: images come and go between
-scrapes, and the decision should still hold if the image comes back.
+too: only a person changes a test label), `keep` overrides the review stage's auto-drop. A person's row
+wins over the review stage. Review's auto-drops act on train and val only (see `imgclass.split`): the
+review's backbone is also a pipeline member, and dropping what it doubts from test would make the test
+easier for that member. A row about an image that is no longer in the data is reported, not an error:
+images come and go between scrapes, and the decision should still hold if the image comes back.
 """
 
 from __future__ import annotations
@@ -89,21 +91,23 @@ def read_auto_drops(path: str | Path) -> dict[str, Decision]:
 
 def apply_decisions(rows: list[dict], person: dict[str, Decision],
                     auto: dict[str, Decision]) -> tuple[list[dict], list[dict], dict]:
-    """Apply decisions to split rows (path, label, sha256, group).
+    """A person's decisions applied to split rows (path, label, sha256, group), in every split.
 
-    Returns (rows kept, with relabelled labels; one APPLIED_FIELDS row per decision applied; counts and
-    the person's rows about images not in the data)."""
+    Returns (rows kept, with relabelled labels and `original_label`; one APPLIED_FIELDS row per decision
+    applied; counts, and the person's rows about images not in the data). Review's auto-drops are not
+    applied here (`auto_drop_candidates`: the split applies them outside test); `auto` only counts the
+    person's keeps that overrule one."""
     kept, applied = [], []
-    counts = dict.fromkeys(("dropped", "relabelled", "auto_dropped", "kept_over_auto"), 0)
+    counts = dict.fromkeys(("dropped", "relabelled", "kept_over_auto"), 0)
     for row in rows:
-        decision = person.get(row["sha256"]) or auto.get(row["sha256"])
+        row = {**row, "original_label": row.get("original_label") or row["label"]}
+        decision = person.get(row["sha256"])
         if decision is None:
             kept.append(row)
             continue
-        applied.append({"sha256": row["sha256"], "path": row["path"], "class": row["label"],
-                        "action": decision.action, "new_class": decision.new_class, "source": decision.source})
+        applied.append(applied_row(row, decision))
         if decision.action == "drop":
-            counts["auto_dropped" if row["sha256"] not in person else "dropped"] += 1
+            counts["dropped"] += 1
             continue
         if decision.action == "relabel" and decision.new_class != row["label"]:
             row = {**row, "label": decision.new_class}
@@ -114,3 +118,14 @@ def apply_decisions(rows: list[dict], person: dict[str, Decision],
     present = {row["sha256"] for row in rows}
     not_found = sorted(sha for sha in person if sha not in present)
     return kept, applied, {**counts, "not_found": len(not_found), "not_found_sha256": not_found}
+
+
+def auto_drop_candidates(auto: dict[str, Decision], person: dict[str, Decision]) -> dict[str, Decision]:
+    """Review's auto-drops that no row of the person's overrules."""
+    return {sha: decision for sha, decision in auto.items() if sha not in person}
+
+
+def applied_row(row: dict, decision: Decision) -> dict:
+    """reports/decisions.csv's row for one decision applied to one image."""
+    return {"sha256": row["sha256"], "path": row["path"], "class": row.get("original_label") or row["label"],
+            "action": decision.action, "new_class": decision.new_class, "source": decision.source}

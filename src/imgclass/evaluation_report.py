@@ -51,14 +51,27 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
     metrics = classification_metrics(test_y, saved.test_probs, classes)
     scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy}
     files.write_json(metrics_path, headline(scalars, meta))
-    files.write_json(plots_dir / "report.json", {**metrics, "val_accuracy": saved.val_accuracy,
-                                                 "checkpoint_sha256": saved.checkpoint_sha256})
+    files.write_json(plots_dir / "report.json", {
+        **metrics, "val_accuracy": saved.val_accuracy, "checkpoint_sha256": saved.checkpoint_sha256,
+        "test_decisions": decisions_on_test(split_dir, classes, saved.test_probs)})
     files.write_text(plots_dir / "report.txt", report_table(metrics, classes))
     pngs = [*metric_plots(name, metrics, test_y, saved.test_probs, classes, plots_dir),
             *explain_plots(model, prep, test_x, test_y, saved.test_probs, classes, plots_dir, device, seed)]
     saved.save(preds_path)
     return ModelReport(name, scalars, [plots_dir / "report.json", plots_dir / "report.txt", *pngs],
                        meta.get("mlflow_run_id"))
+
+
+def decisions_on_test(split_dir: Path, classes: list[str], test_probs: np.ndarray) -> dict:
+    """How a person's labels.csv changed the test split, and the accuracy on the labels before it: test
+    numbers before and after a relabel are then compared on the same images."""
+    rows = files.read_csv(Path(split_dir) / "test.csv")
+    decided = [r["label"] for r in rows]
+    original = [r.get("original_label") or r["label"] for r in rows]
+    predicted = [classes[i] for i in test_probs.argmax(axis=1)]
+    return {"relabelled": sum(d != o for d, o in zip(decided, original)),
+            "accuracy": float(np.mean([p == d for p, d in zip(predicted, decided)])) if rows else None,
+            "accuracy_on_original_labels": float(np.mean([p == o for p, o in zip(predicted, original)])) if rows else None}
 
 
 def headline(scalars: dict, meta: dict) -> dict:
