@@ -28,10 +28,12 @@ def main() -> int:
     paths = [row["out"] for row in rows]
     labels = [row["class"] for row in rows]
     sha256s = [row["sha256"] for row in rows]
+    groups = [row["group"] or row["sha256"] for row in rows]  # validate's near-duplicate group; empty: alone
     images = [CLEAN / p for p in paths]
     try:
         result = review.find_issues(images, labels, sha256s, params.classes, params.review,
-                                    Path("data/embeddings"), resolve_device(params.device).type, params.seed)
+                                    Path("data/embeddings"), resolve_device(params.device).type, params.seed,
+                                    groups)
     except (WeightsUnavailable, ValueError, RuntimeError) as exc:  # offline weights, bad data, device
         print(f"review: {exc}", file=sys.stderr)
         return 1
@@ -45,11 +47,13 @@ def main() -> int:
 
 
 def summary_line(result: review.ReviewResult, auto_drop_mode: str, total_seconds: float) -> str:
-    """review: 2000 images; issues: label 12, outlier 3, ...; auto_drop (none) 0; embedded 2000; embed 30.1 s, ..."""
+    """review: 2000 images; issues: label 12, outlier 3, ...; 20 more below threshold; auto_drop (none) 0;
+    embedded 2000; embed 30.1 s, ..."""
     summary = result.summary
     issues = ", ".join(f"{kind} {count}" for kind, count in summary["issues"].items())
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in summary["seconds"].items())
-    return (f"review: {summary['images']} images; issues: {issues}; auto_drop ({auto_drop_mode}) "
+    return (f"review: {summary['images']} images; issues: {issues}; {len(result.below_threshold)} more below "
+            f"threshold; auto_drop ({auto_drop_mode}) "
             f"{len(result.auto_drop)}; embedded {summary['embedded']}; {steps}; total {total_seconds:.1f} s")
 
 

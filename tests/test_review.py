@@ -1,10 +1,14 @@
 """The review stage's engine on real images: tuxpaint photos (mammals vs vehicles) with a flipped label,
 an off-topic image, a black and a blurred image and a near-duplicate across classes; Fashion-MNIST
-with flipped labels; the embedding cache; auto_drop modes; bad params; the stage and the CLI end to end."""
+with flipped labels; the embedding cache; auto_drop modes; bad params; the stage and the CLI end to end.
+On made-up feature vectors: the cross-validation keeps near-duplicate groups whole, so a mislabelled
+image's twin (with the same wrong label) cannot vouch for it."""
 
 from __future__ import annotations
 
 import csv
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,8 +20,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 from conftest import FASHION, TUXPAINT, require_fashion, require_tuxpaint
 from imgclass import review
 from imgclass.embeddings import BackboneSpec, decode_rgb, embed_images
-from imgclass.params import ParamsError, ReviewParams, parse_params
-from imgclass.validate import validate_tree
+from imgclass.params import ParamsError, ReviewParams, ValidateParams, parse_params
+from imgclass.validate import group_names, validate_tree
 
 CLASSES = ["mammals", "vehicles"]
 PER_CLASS = 24
@@ -57,16 +61,18 @@ def noisy_tree(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def reviewed(noisy_tree, tmp_path_factory) -> dict:
-    """find_issues over the tree, as `imgclass review` lists it."""
+    """find_issues over the tree, as `imgclass review` lists and groups it."""
     from imgclass.review_report import labelled_folder
 
     src = noisy_tree["src"]
-    classes, images, labels, sha256s = labelled_folder(src)
+    folder = labelled_folder(src)
+    groups = group_names(folder.sha256s, folder.phashes, ValidateParams().near_duplicate_distance)
     cache = tmp_path_factory.mktemp("embeddings")
-    result = review.find_issues(images, labels, sha256s, classes, FAST, cache)
-    paths = [p.relative_to(src).as_posix() for p in images]
-    return {"result": result, "paths": paths, "labels": labels, "classes": classes, "images": images,
-            "sha256s": sha256s, "cache": cache}
+    result = review.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, FAST, cache,
+                                groups=groups)
+    paths = [p.relative_to(src).as_posix() for p in folder.images]
+    return {"result": result, "paths": paths, "labels": folder.labels, "classes": folder.classes,
+            "images": folder.images, "sha256s": folder.sha256s, "cache": cache}
 
 
 def issues_of(reviewed: dict, path: str) -> dict[str, dict]:
@@ -79,10 +85,12 @@ def test_result_follows_the_contract(reviewed):
     assert sorted(result.ranking) == list(range(n))
     assert result.pred_probs.shape == (n, 2)
     np.testing.assert_allclose(result.pred_probs.sum(axis=1), 1.0, atol=1e-6)
-    for row in result.issues:
-        assert set(row) == {"index", "class", "sha256", "issue", "score", "suggested_class"}
+    for row in result.listed:
+        assert set(row) == {"index", "class", "sha256", "issue", "score", "suggested_class", "flagged", "suspicion"}
         assert 0.0 <= row["score"] <= 1.0 and row["issue"] in review.ISSUE_KINDS
         assert row["sha256"] == reviewed["sha256s"][row["index"]]
+        assert row["suspicion"] == round(float(result.suspicion[row["index"]]), 4)
+    assert all(row["flagged"] for row in result.issues) and not any(row["flagged"] for row in result.below_threshold)
     assert result.summary["images"] == n and result.summary["embedded"] == n
     assert set(result.summary["seconds"]) == {"embed", "cv", "issues"}
 
@@ -139,6 +147,92 @@ def test_auto_drop_modes(noisy_tree, reviewed):
     strict = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 1.0, "drop_outlier_score": 1.0,
                                      "drop_low_quality_score": 1.0})
     assert all(d["score"] >= 1.0 for d in review.choose_auto_drop(rows, strict))
+
+
+def test_auto_drop_acts_on_flagged_rows_only(reviewed):
+    result = reviewed["result"]
+    everything = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 0.0, "drop_outlier_score": 0.0,
+                                         "drop_low_quality_score": 0.0})
+    dropped = {d["index"] for d in review.choose_auto_drop(result.listed, everything)}
+    assert result.below_threshold and not dropped & {r["index"] for r in result.below_threshold}
+    assert dropped == {r["index"] for r in result.issues if r["issue"] != "near_duplicate"}
+
+
+def test_issues_csv_and_page_list_the_next_most_suspicious_after_the_flagged_in_ranking_order(reviewed, tmp_path):
+    from imgclass.review_report import write_page, write_tables
+
+    result, paths = reviewed["result"], reviewed["paths"]
+    write_tables(tmp_path, result, paths, reviewed["labels"], reviewed["sha256s"])
+    with (tmp_path / "issues.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    flagged = [r for r in rows if r["flagged"] == "true"]
+    below = [r for r in rows if r["flagged"] == "false"]
+    assert flagged and rows == flagged + below
+    flagged_images = {r["path"] for r in flagged}
+    # twice as many as were flagged, at least the minimum: the next images in the ranking that nothing flagged
+    count = max(review.BELOW_THRESHOLD_PER_FLAGGED * len(flagged_images), review.BELOW_THRESHOLD_MINIMUM)
+    assert [r["path"] for r in below] == [paths[i] for i in result.ranking if paths[i] not in flagged_images][:count]
+    assert len(below) == count and {r["issue"] for r in below} <= {"label", "outlier"}
+    place = {paths[i]: rank for rank, i in enumerate(result.ranking)}
+    flagged_ranks = [place[r["path"]] for r in flagged]
+    assert flagged_ranks == sorted(flagged_ranks)  # most suspicious image first, its rows together
+    suspicion = [float(r["suspicion"]) for r in rows]
+    assert suspicion[len(flagged):] == sorted(suspicion[len(flagged):], reverse=True)
+    # the page: the same rows in the same order, the below-threshold ones marked
+    write_page(tmp_path / "index.html", result, reviewed["images"], paths, reviewed["classes"])
+    page = (tmp_path / "index.html").read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="findings">(.*?)</script>', page, re.S)[1])
+    findings = [dict(zip(data["fields"], row)) for row in data["findings"]]
+    assert [(f["path"], f["issue"], f["flagged"]) for f in findings] == [
+        (r["path"], r["issue"], int(r["flagged"] == "true")) for r in rows]
+    assert f"{len(flagged)} findings flagged, {len(below)} below threshold" in page
+
+
+def twin_features(pairs: int = 4, per_class: int = 40, dim: int = 32) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Three classes of unit vectors scattered around their own centres; `pairs` class-0 vectors filed
+    under another class, each with a near-identical twin (the same picture saved twice) under the same
+    wrong label. Returns (x, y, groups: a twin pair shares one, mislabelled indices)."""
+    rng = np.random.default_rng(123)
+    centres = rng.normal(size=(3, dim))
+    x = np.concatenate([centre + 0.9 * rng.normal(size=(per_class, dim)) for centre in centres])
+    y = np.repeat(np.arange(3), per_class)
+    groups = [f"image {i}" for i in range(len(y))]
+    mislabelled = []
+    for pair in range(pairs):
+        i = 7 * pair  # a class-0 vector
+        y[i] = 1 + pair % 2
+        x = np.vstack([x, x[i] + 0.01 * rng.normal(size=dim)])
+        y = np.append(y, y[i])
+        groups.append(groups[i])
+        mislabelled += [i, len(y) - 1]
+    return x / np.linalg.norm(x, axis=1, keepdims=True), y, groups, mislabelled
+
+
+def test_a_mislabelled_image_is_not_vouched_for_by_its_twin():
+    x, y, groups, mislabelled = twin_features()
+    cfg = ReviewParams()
+
+    def flagged(seed: int, groups) -> set[int]:  # as find_issues flags a label issue
+        label = review.label_scores(y, review.out_of_sample_probabilities(x, y, 3, cfg, seed, groups))
+        return set(np.flatnonzero(label["flagged"] & (1.0 - label["p_given"] >= cfg.label_threshold)).tolist())
+
+    seeds = range(6)
+    assert all(flagged(seed, groups) >= set(mislabelled) for seed in seeds)  # every twin, whatever the folds
+    # without the groups, a twin in another fold vouches for its image: some pair goes unflagged most times
+    missed = [not flagged(seed, None) >= set(mislabelled) for seed in seeds]
+    assert sum(missed) > len(seeds) / 2
+
+
+def test_folds_keep_groups_whole_and_split_a_class_that_is_one_group():
+    y = np.array([0] * 12 + [1] * 6 + [2] * 4)
+    # class 0: six twin pairs; class 1: three pairs, fewer than the folds; class 2: one group of four
+    groups = [f"pair {i // 2}" for i in range(18)] + ["one"] * 4
+    for seed in range(3):
+        folds = review.cross_validation_folds(y, groups, 5, seed)
+        assert all(folds[i] == folds[i + 1] for i in range(0, 18, 2))  # a pair is held out together
+        assert set(folds.tolist()) == set(range(5))
+        # held out whole, class 2 would be missing from the training folds: its images are split one by one
+        assert len(set(folds[18:].tolist())) > 1
 
 
 def test_cache_embeds_only_new_images(tmp_path):
@@ -230,6 +324,15 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     validate_tree(noisy_tree["src"], tmp_path / "data/clean", parse_params({"classes": CLASSES, "models": {
         "m": {"arch": "cnn_simple"}}}).validate, CLASSES)
+    # `imgclass review` on the same folder groups near-duplicates as validate did (the twin with its original)
+    from imgclass.review_report import labelled_folder
+
+    folder = labelled_folder(noisy_tree["src"])
+    bits = ValidateParams().near_duplicate_distance
+    ours = dict(zip(folder.sha256s, group_names(folder.sha256s, folder.phashes, bits)))
+    validated = {row["sha256"]: row["group"] for row in csv.DictReader(open("data/clean/report.csv"))
+                 if row["status"] == "ok"}
+    assert {sha: ours[sha] for sha in validated} == validated and len(set(validated.values())) < len(validated)
     Path("params.yaml").write_text(yaml.safe_dump({
         "classes": CLASSES, "device": "cpu", "models": {"m": {"arch": "cnn_simple"}},
         "review": {"image_size": 96, "auto_drop": "all"}}))
@@ -243,14 +346,15 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     outs = {row["out"] for row in csv.DictReader(open("data/clean/report.csv")) if row["status"] == "ok"}
     issues = list(csv.DictReader(open("data/review/issues.csv")))
     assert issues and {row["path"] for row in issues} <= outs
+    flagged = {r["sha256"] for r in issues if r["flagged"] == "true"}
+    assert flagged and {r["sha256"] for r in issues if r["flagged"] == "false"}.isdisjoint(flagged)
     drops = list(csv.DictReader(open("data/review/auto_drop.csv")))
-    assert drops and all(row["reason"] for row in drops)
-    import json
+    assert drops and all(row["reason"] for row in drops) and {row["sha256"] for row in drops} <= flagged
 
     detail = json.loads(Path("reports/review.json").read_text())
     assert detail["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(detail["issues"])
-    assert json.loads(Path("metrics/review.json").read_text()) == {"flagged": len({r["sha256"] for r in issues})}
-    assert detail["flagged"] == len({r["sha256"] for r in issues}) and sum(detail["auto_drop"].values()) == len(drops)
+    assert json.loads(Path("metrics/review.json").read_text()) == {"flagged": len(flagged)}  # not the rows below
+    assert detail["flagged"] == len(flagged) and sum(detail["auto_drop"].values()) == len(drops)
     first_issues = Path("data/review/issues.csv").read_text()
     assert stage.main() == 0  # a rerun: every embedding and quality measurement from data/embeddings
     assert len(list(Path("data/embeddings").glob("*/embeddings.npz"))) == 1

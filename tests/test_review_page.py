@@ -1,6 +1,7 @@
 """The review page in headless Chromium with the network off: decide with mouse and keyboard, export
 labels.csv through the page's own download, load a labels.csv back; page through and filter a couple
-of thousand findings; thumbnails are files beside the page, made once.
+of thousand findings; below-threshold findings after the flagged ones, marked and filterable;
+thumbnails are files beside the page, made once.
 
 Cards are built from real photos (tuxpaint stamps) and generated images. The screenshot lands in
 the test's tmp dir, and in docs/images/review_page.png with IMGCLASS_SAVE_SCREENSHOT=1.
@@ -43,11 +44,12 @@ def sha256(path: Path) -> str:
 
 
 def card(image: Path, given: str, issue: str, score: float, suggested: str = "", auto_drop: bool = False,
-         reason: str = "") -> dict:
+         reason: str = "", flagged: bool = True) -> dict:
     if suggested and not reason:  # as the review stage explains a label issue
         reason = f"p({given}) = {1 - score:.2f} out of sample; looks like {suggested}"
     return {"sha256": sha256(image), "path": f"data/clean/{given}/{image.name}", "image": image, "class": given,
-            "issue": issue, "score": score, "suggested_class": suggested, "auto_drop": auto_drop, "reason": reason}
+            "issue": issue, "score": score, "suggested_class": suggested, "auto_drop": auto_drop, "reason": reason,
+            "flagged": flagged}
 
 
 def noise_image(path: Path, seed: int, size: tuple[int, int] = (24, 40)) -> Path:
@@ -58,8 +60,9 @@ def noise_image(path: Path, seed: int, size: tuple[int, int] = (24, 40)) -> Path
 
 @pytest.fixture
 def cards(tmp_path) -> dict[str, dict]:
-    """Named cards: label issues, an auto-dropped outlier, a near duplicate, a generated noisy image, an
-    unreadable file."""
+    """Named cards in the order the review lists them (the page keeps it): label issues, an auto-dropped
+    outlier, a near duplicate, a generated noisy image, an unreadable file; then two images below the
+    thresholds."""
     require_tuxpaint()
     noise = noise_image(tmp_path / "noise.png", 0)
     broken = tmp_path / "broken.jpg"
@@ -67,17 +70,21 @@ def cards(tmp_path) -> dict[str, dict]:
     return {
         "tiger": card(MAMMALS / "cats" / "tiger.png", "cats", "label", 0.93, suggested="dogs"),
         "dog": card(MAMMALS / "dogs" / "dog.png", "cats", "label", 0.71, suggested="dogs"),
-        "bear": card(MAMMALS / "bears" / "bear.png", "dogs", "outlier", 0.88, auto_drop=True,
-                     reason="outlier score > 0.8 <far from every class>"),
-        "fox": card(MAMMALS / "dogs" / "fox.png", "dogs", "near_duplicate", 0.99, suggested=""),
         "dog again": card(MAMMALS / "dogs" / "dog.png", "cats", "near_duplicate", 0.40),  # one image, two issues
-        "noise": card(noise, "cats", "low_quality", 0.97, auto_drop=True, reason="blur & noise"),
-        "broken": card(broken, "dogs", "low_quality", 0.10),
         **{path.stem: card(path, given, "label", score, suggested=suggested) for path, given, score, suggested in (
             (MAMMALS / "dogs" / "dingo.png", "cats", 0.64, "dogs"),
             (MAMMALS / "cats" / "lion.png", "dogs", 0.58, "cats"),
             (MAMMALS / "bears" / "european-bear.png", "cats", 0.55, CLASSES[2]),
             (MAMMALS / "cats" / "tiger_sumatran.png", "dogs", 0.52, "cats"))},
+        "bear": card(MAMMALS / "bears" / "bear.png", "dogs", "outlier", 0.88, auto_drop=True,
+                     reason="outlier score > 0.8 <far from every class>"),
+        "fox": card(MAMMALS / "dogs" / "fox.png", "dogs", "near_duplicate", 0.99, suggested=""),
+        "noise": card(noise, "cats", "low_quality", 0.97, auto_drop=True, reason="blur & noise"),
+        "broken": card(broken, "dogs", "low_quality", 0.10),
+        "giraffe": card(MAMMALS / "giraffe.png", "dogs", "label", 0.45, suggested="cats", flagged=False),
+        "elephant": card(MAMMALS / "elephant.png", "cats", "outlier", 0.4, flagged=False,
+                         reason="below threshold: its distance to the 10 nearest images is 0.7 interquartile ranges "
+                                "above the upper quartile"),
     }
 
 
@@ -163,7 +170,7 @@ def test_decisions_by_mouse_and_keyboard_export_as_labels_csv(page, cards, brows
     assert state(browser, tiger) == "undecided" and state(browser, bear) == "drop (auto)"
     assert browser.js(f"document.querySelector('.card[data-sha256=\"{cards['broken']['sha256']}\"] .missing')"
                       ".textContent") == "image unreadable"
-    # keyboard: j focuses the first card (the worst label issue), → the next, 3 relabels as the third class
+    # keyboard: j focuses the first card (the most suspicious), → the next, 3 relabels as the third class
     browser.press("j")
     assert focused_sha(browser) == tiger
     browser.press("ArrowRight")
@@ -171,7 +178,7 @@ def test_decisions_by_mouse_and_keyboard_export_as_labels_csv(page, cards, brows
     browser.press("3")
     assert state(browser, dog) == f"relabel → {CLASSES[2]}"
     assert browser.js(f"document.querySelectorAll('.card[data-sha256=\"{dog}\"]').length") == 2
-    assert focused_sha(browser) == cards["dingo"]["sha256"]  # a decision moves on to the next card
+    assert focused_sha(browser) == cards["dingo"]["sha256"]  # a decision moves on to the next image's card
     # mouse: drop the tiger, keep the auto-dropped bear, and a note with a comma and quotes
     browser.click(f'.card[data-sha256="{tiger}"] button[data-act="drop"]')
     browser.click(f'.card[data-sha256="{bear}"] button[data-act="keep"]')
@@ -272,9 +279,9 @@ def test_page_lists_every_finding_once_as_escaped_json_with_thumbnail_files(tmp_
     html = out.read_text()
     findings = page_findings(out)
     assert len(findings) == 132  # no cap: every finding is on the page
-    by_score = sorted([*many, cards["tiger"]], key=lambda c: -c["score"])
-    assert [f["sha256"] for f in findings] == [c["sha256"] for c in by_score] + [cards["noise"]["sha256"]]
-    assert findings[0]["path"] == "<script>alert(129)</script>.png" and findings[0]["note"] == "review: label 1.29"
+    given = [*many, cards["noise"], cards["tiger"]]
+    assert [f["sha256"] for f in findings] == [c["sha256"] for c in given]  # in the review's order, not re-sorted
+    assert findings[129]["path"] == "<script>alert(129)</script>.png" and findings[129]["note"] == "review: label 1.29"
     assert "<script>alert" not in html and "</script>.png" not in html  # the JSON cannot end its <script>
     assert "bears, &quot;big&quot; &amp; &lt;small&gt;" in html and CLASSES[2] not in html
     assert [(f["auto_drop"], f["reason"]) for f in findings if f["auto_drop"]] == [(1, "blur & noise")]
@@ -287,6 +294,36 @@ def test_page_lists_every_finding_once_as_escaped_json_with_thumbnail_files(tmp_
         assert min(tiger.convert("RGB").getpixel((0, 0))) > 245  # transparency on white
     with pytest.raises(ValueError, match="not a sha256"):
         write_review_page(out, [{**cards["dog"], "sha256": "../../etc/passwd"}], CLASSES, SUMMARY)
+
+
+def test_below_threshold_findings_follow_the_flagged_ones_marked_and_filterable(page, cards, browser, tmp_path):
+    below = [cards[name]["sha256"] for name in ("giraffe", "elephant")]
+    listed = [c["sha256"] for c in cards.values()]
+    findings = page_findings(page)
+    assert [f["sha256"] for f in findings] == listed and [f["flagged"] for f in findings] == [1] * 11 + [0, 0]
+    browser.open(page.as_uri())
+    assert browser.js("document.title") == "imgclass review: 11 findings flagged, 2 below threshold"
+    assert shown_shas(browser) == listed
+    assert browser.js("[...document.querySelectorAll('main h2')].map(h => h.textContent)") == [
+        "flagged 11 findings, most suspicious first",
+        "below threshold 2 findings, the next most suspicious images, not flagged: a look at what the "
+        "thresholds leave out"]
+    marks = browser.js("Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.sha256, "
+                       "[c.querySelector('.badge.below')?.textContent, getComputedStyle(c).borderTopStyle, "
+                       "c.querySelector('.score').textContent]]))")
+    assert marks[below[0]] == ["below threshold", "dotted", "label 0.45"]
+    assert marks[below[1]] == ["below threshold", "dotted", "outlier 0.4"]
+    assert marks[cards["tiger"]["sha256"]] == [None, "solid", "label 0.93"]
+    choose(browser, "flagged", "below threshold")
+    assert shown_shas(browser) == below
+    assert text(browser, "showing") == "showing 1–2 of 2 findings (flagged: below threshold)"
+    choose(browser, "flagged", "flagged")
+    assert shown_shas(browser) == listed[:11]
+    choose(browser, "flagged", None)
+    # a decision on a below-threshold image is exported like any other
+    browser.click(f'.card[data-sha256="{below[0]}"] button[data-act="drop"]')
+    assert export(browser, tmp_path / "downloads") == HEADER + f"{below[0]},drop,,review: label 0.45\n"
+    assert_offline(browser, page)
 
 
 def page_findings(page: Path) -> list[dict]:

@@ -27,25 +27,29 @@ def cmd_review(args: argparse.Namespace) -> int:
     """The review stage's checks on any folder of class sub-folders: OUT/issues.csv, OUT/auto_drop.csv, OUT/index.html."""
     from imgclass import review, review_report
     from imgclass.models import WeightsUnavailable
-    from imgclass.params import ReviewParams
+    from imgclass.params import ReviewParams, ValidateParams
+    from imgclass.validate import group_names
 
     params = load_params_or_report(args.params) if args.params else None
     if args.params and params is None:
         return 1
     cfg = params.review if params else ReviewParams()
+    near_duplicate_bits = (params.validate if params else ValidateParams()).near_duplicate_distance
     src, out = Path(args.src), Path(args.out)
     try:
-        classes, images, labels, sha256s = review_report.labelled_folder(src)
-        result = review.find_issues(images, labels, sha256s, classes, cfg,
-                                    Path(args.cache_dir) if args.cache_dir else None, args.device)
+        folder = review_report.labelled_folder(src)
+        # validate's near-duplicate groups, so that the cross-validation holds a twin out with its image
+        groups = group_names(folder.sha256s, folder.phashes, near_duplicate_bits)
+        result = review.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, cfg,
+                                    Path(args.cache_dir) if args.cache_dir else None, args.device, groups=groups)
     except (FileNotFoundError, ValueError, WeightsUnavailable) as exc:
         print(f"imgclass review: {exc}", file=sys.stderr)
         return 1
-    paths = [image.relative_to(src).as_posix() for image in images]
-    review_report.write_tables(out, result, paths, labels, sha256s)
-    review_report.write_page(out / "index.html", result, images, paths, classes)
-    print(f"{out}/issues.csv: {result.summary['issues']}; auto_drop ({cfg.auto_drop}): {len(result.auto_drop)}; "
-          f"page: {out}/index.html")
+    paths = [image.relative_to(src).as_posix() for image in folder.images]
+    review_report.write_tables(out, result, paths, folder.labels, folder.sha256s)
+    review_report.write_page(out / "index.html", result, folder.images, paths, folder.classes)
+    print(f"{out}/issues.csv: flagged {result.summary['issues']}, then {len(result.below_threshold)} below "
+          f"threshold; auto_drop ({cfg.auto_drop}): {len(result.auto_drop)}; page: {out}/index.html")
     return 0
 
 

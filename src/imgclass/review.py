@@ -2,7 +2,9 @@
 
 1. Embeddings (embeddings.py): a pretrained backbone's pooled features, L2-normalised, cached by sha256.
 2. Out-of-sample class probabilities: PCA (unsupervised, on all images), then k-fold cross-validation of
-   logistic regression and/or a cosine kNN vote, averaged. No image is scored by a model that saw its label.
+   logistic regression and/or a cosine kNN vote, averaged. No image is scored by a model that saw its label,
+   nor its near-duplicates' (validate's groups are held out whole: a twin with the same wrong label would
+   vouch for it).
 3. Issues, each with a score in [0, 1] where higher means more suspicious:
    - label: cleanlab's confident learning (`find_label_issues`) flags it and 1 - p(given class) is at least
      `label_threshold`; the suggested class is the most probable other class.
@@ -16,8 +18,11 @@
 4. One suspicion ranking over label and outlier: 1 - p(given class) x typicality (cleanlab's OOD score over
    its median, at most 1), i.e. one minus the chance that an image is both on-topic and correctly labelled;
    a typical image's suspicion is 1 - p(given class).
-5. auto_drop: `none` | `outliers` | `label` | `all` (label + outliers + low quality), each with a stricter
-   `drop_*` score; every dropped image is listed with its reason.
+5. What a person sees (issues.csv, the review page): the flagged rows, most suspicious image first, then
+   the next most suspicious images below the thresholds (`flagged` false), twice as many as were flagged
+   and at least BELOW_THRESHOLD_MINIMUM: one order, the suspicion ranking.
+6. auto_drop: `none` | `outliers` | `label` | `all` (label + outliers + low quality), each with a stricter
+   `drop_*` score, on flagged rows only; every dropped image is listed with its reason.
 """
 
 from __future__ import annotations
@@ -35,16 +40,24 @@ from threadpoolctl import threadpool_limits
 from imgclass.embeddings import BackboneSpec, embed_images
 from imgclass.params import ReviewParams
 
-ISSUE_COLUMNS = ["path", "class", "sha256", "issue", "score", "suggested_class"]
+ISSUE_COLUMNS = ["path", "class", "sha256", "issue", "score", "suggested_class", "flagged", "suspicion"]
 AUTO_DROP_COLUMNS = ["sha256", "path", "class", "issue", "score", "reason"]
 ISSUE_KINDS = ("label", "outlier", "near_duplicate", "low_quality")
 AUTO_DROP_ISSUES = {"none": (), "outliers": ("outlier",), "label": ("label",),
                     "all": ("label", "outlier", "low_quality")}
+# Below-threshold images listed after the flagged ones: twice as many as were flagged. At the default
+# thresholds the flags catch about half of the errors at a precision of about 0.8 (benchmarks/review.py),
+# so the errors number about 1.5x the flagged images, and the list reaches about twice that, where the
+# ranking holds nearly all of them (recall@2x 0.96-1.00). At least BELOW_THRESHOLD_MINIMUM when little or
+# nothing is flagged: a screenful of cards, enough to see at a glance that the thresholds hide nothing.
+BELOW_THRESHOLD_PER_FLAGGED = 2
+BELOW_THRESHOLD_MINIMUM = 20
 
 
 @dataclass
 class ReviewResult:
-    issues: list[dict]        # ISSUE_COLUMNS minus path, plus `index` into the inputs; by issue, then score
+    issues: list[dict]        # the flagged rows: ISSUE_COLUMNS minus path, plus `index` into the inputs; in
+                              # ranking order (an image's rows in ISSUE_KINDS order)
     ranking: list[int]        # every input index, most suspicious first (label + outlier)
     auto_drop: list[dict]     # index, issue, score, reason; one row per dropped image
     summary: dict             # counts for metrics and the review page
@@ -52,13 +65,23 @@ class ReviewResult:
     suspicion: np.ndarray = field(default_factory=lambda: np.zeros(0))  # N: the score `ranking` sorts by
     details: dict = field(default_factory=dict)       # (index, issue) -> why, in words, for the review page
     duplicate_of: dict = field(default_factory=dict)  # index -> index of its closest near-duplicate
+    below_threshold: list = field(default_factory=list)  # rows as `issues` (flagged False): the next in ranking
+
+    @property
+    def listed(self) -> list[dict]:
+        """What a person sees, in the order they see it: issues.csv's rows and the review page's cards."""
+        return self.issues + self.below_threshold
 
 
 def find_issues(images: list[Path], labels: list[str], sha256s: list[str], classes: list[str],
-                cfg: ReviewParams, cache_dir: Path | None, device: str = "cpu", seed: int = 0) -> ReviewResult:
+                cfg: ReviewParams, cache_dir: Path | None, device: str = "cpu", seed: int = 0,
+                groups: Optional[Sequence[str]] = None) -> ReviewResult:
     """Review `images` (labelled `labels`, one of `classes`); see the module docstring. `seed` draws
-    the folds and PCA's random projection: the same images and seed give the same review."""
+    the folds and PCA's random projection: the same images and seed give the same review. `groups`
+    names each image's near-duplicate group (validate's `group`); None: every image is its own."""
     y = _label_indices(images, labels, sha256s, classes)
+    if groups is not None and len(groups) != len(y):
+        raise ValueError(f"{len(groups)} groups for {len(y)} images")
     seconds = {}
     start = time.perf_counter()
     spec = BackboneSpec(cfg.model, cfg.image_size, cfg.hflip)
@@ -70,7 +93,7 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
     # 5-fold logistic regression on 10,000 images take 43 s instead of 3 s.
     with threadpool_limits(1):
         reduced = reduce_dimensions(emb.features, cfg.pca, seed)
-        pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg, seed)
+        pred_probs = out_of_sample_probabilities(reduced, y, len(classes), cfg, seed, groups)
     seconds["cv"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -84,17 +107,20 @@ def find_issues(images: list[Path], labels: list[str], sha256s: list[str], class
             + _outlier_rows(y, outlier, classes, cfg, details)
             + _near_duplicate_rows(y, neighbours, cfg.near_duplicate_distance, classes, details, duplicate_of)
             + _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg, details))
-    for row in rows:
-        row["sha256"] = sha256s[row["index"]]
-    drops = choose_auto_drop(rows, cfg, details)
     ranking = [int(i) for i in np.lexsort((np.arange(len(y)), -suspicion))]  # ties: input order
+    rows = _in_ranking_order(rows, ranking)
+    below = _below_threshold_rows(y, pred_probs, label, outlier, ranking, {row["index"] for row in rows},
+                                  classes, cfg, details)
+    for row in rows + below:
+        row |= {"sha256": sha256s[row["index"]], "suspicion": round(float(suspicion[row["index"]]), 4)}
+    drops = choose_auto_drop(rows, cfg, details)
     seconds["issues"] = time.perf_counter() - start
 
     summary = summarise(y, rows, drops, classes, pred_probs, cfg)
     summary["embedded"] = emb.embedded
     summary["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     return ReviewResult(issues=rows, ranking=ranking, auto_drop=drops, summary=summary, pred_probs=pred_probs,
-                        suspicion=suspicion, details=details, duplicate_of=duplicate_of)
+                        suspicion=suspicion, details=details, duplicate_of=duplicate_of, below_threshold=below)
 
 
 def _label_indices(images: Sequence[Path], labels: Sequence[str], sha256s: Sequence[str],
@@ -128,16 +154,13 @@ def reduce_dimensions(features: np.ndarray, components: Optional[int], seed: int
 
 
 def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cfg: ReviewParams,
-                                seed: int = 0) -> np.ndarray:
-    """N x n_classes probabilities, each row from models fitted on the other folds only."""
-    from sklearn.model_selection import StratifiedKFold
-
-    folds = max(2, min(cfg.folds, int(np.bincount(y).max())))
+                                seed: int = 0, groups: Optional[Sequence[str]] = None) -> np.ndarray:
+    """N x n_classes probabilities, each row from models fitted on the other folds only; an image's
+    near-duplicate group (`groups`, see `cross_validation_folds`) is held out with it."""
+    folds = cross_validation_folds(y, groups, cfg.folds, seed)
     probs = np.zeros((len(y), n_classes))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
-    for train, held_out in splits:
+    for fold in range(int(folds.max()) + 1):
+        held_out, train = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
         parts = []
         if "logistic" in cfg.classifier:
             parts.append(_logistic_probabilities(x[train], y[train], x[held_out], n_classes))
@@ -145,6 +168,46 @@ def out_of_sample_probabilities(x: np.ndarray, y: np.ndarray, n_classes: int, cf
             parts.append(_knn_probabilities(x[train], y[train], x[held_out], n_classes, cfg.knn))
         probs[held_out] = np.mean(parts, axis=0)
     return probs
+
+
+def cross_validation_folds(y: np.ndarray, groups: Optional[Sequence[str]], folds: int, seed: int) -> np.ndarray:
+    """Each image's fold, 0..k-1 (k = `folds`, fewer when even the largest class has fewer groups). A
+    near-duplicate group (one name per image; None: every image alone) is held out whole, so no image is
+    vouched for by its twin; the folds are stratified by each group's most common class. (sklearn's
+    StratifiedGroupKFold does much the same with a Python loop per group: 8 s for 10,000 images, this 0.1 s.)"""
+    from sklearn.model_selection import StratifiedKFold
+
+    units = _cross_validation_units(y, groups)
+    unit_class = _most_common_class(units, y)
+    k = max(2, min(folds, int(np.bincount(unit_class).max())))
+    fold_of_unit = np.zeros(len(unit_class), dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        for fold, (_, held_out) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed)
+                                             .split(unit_class, unit_class)):
+            fold_of_unit[held_out] = fold
+    return fold_of_unit[units]
+
+
+def _cross_validation_units(y: np.ndarray, groups: Optional[Sequence[str]]) -> np.ndarray:
+    """Per image, the index of what the folds are drawn over: its group, or the image alone. A class
+    with fewer groups than folds has its groups in some folds only, each held out once, which is fine;
+    but a class that is one group would, held out whole, be missing from the training folds, and every
+    image in it would look mislabelled: such a class is split image by image, as without groups."""
+    if groups is None:
+        return np.arange(len(y))
+    codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)[1].reshape(-1)
+    one_group = [c for c in np.unique(y) if len(np.unique(codes[y == c])) < 2]
+    alone = np.isin(y, one_group)
+    codes = np.where(alone, codes.max() + 1 + np.arange(len(y)), codes)
+    return np.unique(codes, return_inverse=True)[1].reshape(-1)
+
+
+def _most_common_class(units: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per unit, the class most of its images have (a group can span classes; ties: the first class)."""
+    counts = np.zeros((int(units.max()) + 1, int(y.max()) + 1), dtype=int)
+    np.add.at(counts, (units, y), 1)
+    return counts.argmax(axis=1)
 
 
 def _logistic_probabilities(x_train, y_train, x_test, n_classes: int) -> np.ndarray:
@@ -264,31 +327,44 @@ def typicality(in_distribution: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, in_distribution / max(float(np.median(in_distribution)), 1e-300))
 
 
-def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: float, suggested: str = "") -> dict:
+def _row(index: int, y: np.ndarray, classes: Sequence[str], issue: str, score: float, suggested: str = "",
+         flagged: bool = True) -> dict:
+    """One issue row; find_issues fills in sha256 and the image's suspicion."""
     return {"index": int(index), "class": classes[y[index]], "sha256": "", "issue": issue,
-            "score": round(float(score), 4), "suggested_class": suggested}
+            "score": round(float(score), 4), "suggested_class": suggested, "flagged": flagged, "suspicion": 0.0}
+
+
+def _suggested_classes(y: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """Per image, the most probable class other than its given one."""
+    others = pred_probs.copy()
+    others[np.arange(len(y)), y] = -1.0  # the suggestion is never the given class
+    return others.argmax(axis=1)
+
+
+def _label_detail(i: int, y, pred_probs, label: dict, suggested: np.ndarray, classes) -> str:
+    return (f"p({classes[y[i]]}) = {label['p_given'][i]:.2f} out of sample; looks like "
+            f"{classes[suggested[i]]} (p = {pred_probs[i, suggested[i]]:.2f})")
+
+
+def _outlier_detail(score: float, knn: int) -> str:
+    beyond = score / max(1.0 - score, 1e-12)  # score = r / (1 + r)
+    return f"its distance to the {knn} nearest images is {beyond:.1f} interquartile ranges above the upper quartile"
 
 
 def _label_rows(y, pred_probs, label: dict, classes, cfg: ReviewParams, details: dict) -> list[dict]:
     score = 1.0 - label["p_given"]
-    others = pred_probs.copy()
-    others[np.arange(len(y)), y] = -1.0  # the suggestion is never the given class
-    suggested = others.argmax(axis=1)
+    suggested = _suggested_classes(y, pred_probs)
     hits = np.flatnonzero(label["flagged"] & (score >= cfg.label_threshold))
     for i in hits:
-        details[(int(i), "label")] = (f"p({classes[y[i]]}) = {label['p_given'][i]:.2f} out of sample; looks like "
-                                      f"{classes[suggested[i]]} (p = {pred_probs[i, suggested[i]]:.2f})")
-    return [_row(i, y, classes, "label", score[i], classes[suggested[i]])
-            for i in hits[np.argsort(-score[hits], kind="stable")]]
+        details[(int(i), "label")] = _label_detail(i, y, pred_probs, label, suggested, classes)
+    return [_row(i, y, classes, "label", score[i], classes[suggested[i]]) for i in hits]
 
 
 def _outlier_rows(y, outlier: np.ndarray, classes, cfg: ReviewParams, details: dict) -> list[dict]:
     hits = np.flatnonzero(outlier >= cfg.outlier_threshold)
     for i in hits:
-        beyond = outlier[i] / max(1.0 - outlier[i], 1e-12)  # score = r / (1 + r)
-        details[(int(i), "outlier")] = (f"far from every class: its distance to the {cfg.knn} nearest images is "
-                                        f"{beyond:.1f} interquartile ranges above the upper quartile")
-    return [_row(i, y, classes, "outlier", outlier[i]) for i in hits[np.argsort(-outlier[hits], kind="stable")]]
+        details[(int(i), "outlier")] = "far from every class: " + _outlier_detail(outlier[i], cfg.knn)
+    return [_row(i, y, classes, "outlier", outlier[i]) for i in hits]
 
 
 def _near_duplicate_rows(y, neighbours: Neighbourhoods, max_distance: Optional[float], classes, details: dict,
@@ -304,8 +380,7 @@ def _near_duplicate_rows(y, neighbours: Neighbourhoods, max_distance: Optional[f
         where = "another class" if y[other] != y[index] else "the same class"
         details[(index, "near_duplicate")] = (f"cosine distance {neighbours.nearest_distance[index]:.4f} to an image "
                                               f"in {where} ({classes[y[other]]})")
-    ordered = sorted(close.tolist(), key=lambda i: (neighbours.nearest_distance[i], i))
-    return [_row(i, y, classes, "near_duplicate", 1.0 - neighbours.nearest_distance[i]) for i in ordered]
+    return [_row(i, y, classes, "near_duplicate", 1.0 - neighbours.nearest_distance[i]) for i in close.tolist()]
 
 
 def _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg: ReviewParams, details: dict) -> list[dict]:
@@ -317,20 +392,49 @@ def _low_quality_rows(images, sha256s, cache_dir, y, classes, cfg: ReviewParams,
     hits = np.flatnonzero(worst >= cfg.low_quality_threshold)
     for i in hits:
         details[(int(i), "low_quality")] = kinds[i].replace("_", " ")
-    return [_row(i, y, classes, "low_quality", worst[i]) for i in hits[np.argsort(-worst[hits], kind="stable")]]
+    return [_row(i, y, classes, "low_quality", worst[i]) for i in hits]
+
+
+# --- what a person sees ---------------------------------------------------------------------------
+
+def _in_ranking_order(rows: list[dict], ranking: list[int]) -> list[dict]:
+    """Most suspicious image first, an image's rows in ISSUE_KINDS order: issues.csv's and the page's order."""
+    place = {index: rank for rank, index in enumerate(ranking)}
+    return sorted(rows, key=lambda row: (place[row["index"]], ISSUE_KINDS.index(row["issue"])))
+
+
+def _below_threshold_rows(y, pred_probs, label: dict, outlier: np.ndarray, ranking: list[int], flagged: set[int],
+                          classes, cfg: ReviewParams, details: dict) -> list[dict]:
+    """One row (flagged False) for each of the next most suspicious images in `ranking` that no issue
+    flagged: BELOW_THRESHOLD_PER_FLAGGED per flagged image, at least BELOW_THRESHOLD_MINIMUM. Its issue is
+    whichever of label (1 - p(given class)) and outlier scores higher: the part of the suspicion to look at."""
+    count = max(BELOW_THRESHOLD_PER_FLAGGED * len(flagged), BELOW_THRESHOLD_MINIMUM)
+    chosen = [i for i in ranking if i not in flagged][:count]
+    label_score = 1.0 - label["p_given"]
+    suggested = _suggested_classes(y, pred_probs)
+    rows = []
+    for i in chosen:
+        if outlier[i] > label_score[i]:
+            details[(i, "outlier")] = "below threshold: " + _outlier_detail(outlier[i], cfg.knn)
+            rows.append(_row(i, y, classes, "outlier", outlier[i], flagged=False))
+        else:
+            details[(i, "label")] = "below threshold: " + _label_detail(i, y, pred_probs, label, suggested, classes)
+            rows.append(_row(i, y, classes, "label", label_score[i], classes[suggested[i]], flagged=False))
+    return rows
 
 
 # --- auto_drop and summary ------------------------------------------------------------------------
 
 def choose_auto_drop(rows: list[dict], cfg: ReviewParams, details: Optional[dict] = None) -> list[dict]:
-    """The rows `cfg.auto_drop` removes (score at least the issue's drop_* threshold), one per image;
-    `details` (ReviewResult.details) words the reasons."""
+    """The flagged rows `cfg.auto_drop` removes (score at least the issue's drop_* threshold), one per
+    image; below-threshold rows never. `details` (ReviewResult.details) words the reasons."""
     minimum = {"label": cfg.drop_label_score, "outlier": cfg.drop_outlier_score,
                "low_quality": cfg.drop_low_quality_score}
     chosen: dict[int, dict] = {}
     for issue in AUTO_DROP_ISSUES[cfg.auto_drop]:
         for row in rows:
-            if row["issue"] == issue and row["score"] >= minimum[issue] and row["index"] not in chosen:
+            if (row["flagged"] and row["issue"] == issue and row["score"] >= minimum[issue]
+                    and row["index"] not in chosen):
                 chosen[row["index"]] = {"index": row["index"], "issue": issue, "score": row["score"],
                                         "reason": _reason(row, minimum[issue], details or {})}
     return sorted(chosen.values(), key=lambda r: (-r["score"], r["index"]))

@@ -1,8 +1,10 @@
 """The review page: an HTML file, and thumbnails beside it, where a person decides about suspicious images.
 
-The review stage ranks images by issue; this module lists every finding (by issue, worst first) once,
-as compact JSON inside the page, and the page draws one page of cards at a time, filtered by issue,
-given class and suggested class, with keep / drop / relabel-as controls for mouse and keyboard.
+The review stage lists its findings in one order: the flagged ones, most suspicious image first, then
+the next most suspicious images below the thresholds (as issues.csv lists them). This module puts every
+finding once, in that order, as compact JSON inside the page, and the page draws one page of cards at a
+time, filtered by issue, given class, suggested class and flagged / below threshold, with keep / drop /
+relabel-as controls for mouse and keyboard.
 Thumbnails are files, thumbs/<sha256>.jpg beside the page, loaded lazily: made once per image (a rerun
 makes only the new ones), so thousands of findings stay a few MB of HTML and seconds of work.
 
@@ -32,34 +34,30 @@ THUMBNAIL_PX = 128
 THUMBS = "thumbs"  # the folder beside the page
 PAGE_SIZE = 60  # cards drawn at once: a few screens, and never thousands of DOM nodes
 # One finding in the page's JSON is a list of these, in this order: keys once, not 20,000 times.
-FIELDS = ("sha256", "path", "class", "issue", "score", "note", "suggested", "auto_drop", "reason", "thumbnail")
+FIELDS = ("sha256", "path", "class", "issue", "score", "note", "suggested", "auto_drop", "reason", "thumbnail",
+          "flagged")
 
 
 def write_review_page(out_html: Path, cards: list[dict], classes: list[str], summary: dict,
                       page_size: int = PAGE_SIZE) -> None:
     """Write the review page to `out_html` and its thumbnails to `out_html`'s folder / thumbs (atomically).
 
-    cards: dicts with sha256, path (shown), image (file to thumbnail), class, issue, score (higher is
-    worse), suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason
-    (why it is listed or auto-dropped; shown on the card, "" for none).
+    cards: in the order the page lists them (the review's: flagged first, most suspicious first); dicts
+    with sha256, path (shown), image (file to thumbnail), class, issue, score (higher is worse),
+    suggested_class ("" if none), auto_drop (the stage drops it unless a person keeps it), reason (why it
+    is listed or auto-dropped; shown on the card, "" for none), flagged (False: listed below the
+    thresholds, marked as such; default True).
     summary: counts to show at the top ({name: number or {name: number}})."""
-    ordered = [card for _, group in _by_issue(cards) for card in group]
-    with_thumbnail = write_thumbnails(Path(out_html).parent / THUMBS, ordered)
+    with_thumbnail = write_thumbnails(Path(out_html).parent / THUMBS, cards)
     data = {"fields": FIELDS, "page_size": page_size, "thumbs": THUMBS,
-            "filters": _filter_values(ordered, classes),
-            "findings": [_finding(card, card["sha256"] in with_thumbnail) for card in ordered]}
-    title = f"imgclass review: {len(cards):,} findings"
+            "filters": _filter_values(cards, classes),
+            "findings": [_finding(card, card["sha256"] in with_thumbnail) for card in cards]}
+    below = sum(1 for card in cards if not card.get("flagged", True))
+    title = f"imgclass review: {len(cards) - below:,} findings flagged, {below:,} below threshold"
     page = PAGE.format(title=_e(title), summary=_summary_html(summary), keys=_keys_html(classes),
                        relabel_options=_relabel_options_html(classes), findings=_script_json(data),
                        style=STYLE, script=SCRIPT)
     files.write_text(out_html, page)
-
-
-def _by_issue(cards: list[dict]) -> list[tuple[str, list[dict]]]:
-    """(issue, cards worst first) in ISSUES order, then any other issue alphabetically."""
-    issues = sorted({c["issue"] for c in cards}, key=lambda i: (ISSUES.index(i) if i in ISSUES else len(ISSUES), i))
-    return [(issue, sorted((c for c in cards if c["issue"] == issue), key=lambda c: -float(c["score"])))
-            for issue in issues]
 
 
 def _finding(card: dict, has_thumbnail: bool) -> list:
@@ -68,16 +66,18 @@ def _finding(card: dict, has_thumbnail: bool) -> list:
     finding = {"sha256": card["sha256"], "path": str(card["path"]), "class": card["class"], "issue": card["issue"],
                "score": f"{score:.3g}", "note": f"review: {card['issue']} {score:.2f}",  # the exported default
                "suggested": card.get("suggested_class") or "", "auto_drop": int(bool(card.get("auto_drop"))),
-               "reason": card.get("reason") or "", "thumbnail": int(has_thumbnail)}
+               "reason": card.get("reason") or "", "thumbnail": int(has_thumbnail),
+               "flagged": int(bool(card.get("flagged", True)))}
     return [finding[field] for field in FIELDS]
 
 
-def _filter_values(ordered: list[dict], classes: list[str]) -> dict[str, list[str]]:
-    """Each filter's choices in the order its select lists them ("" as suggested class: none)."""
-    suggested = {c["suggested_class"] for c in ordered if c.get("suggested_class")}
-    return {"issue": list(dict.fromkeys(c["issue"] for c in ordered)),
-            "class": _classes_first(classes, {c["class"] for c in ordered}),
-            "suggested": ["", *_classes_first(classes, suggested)]}
+def _filter_values(cards: list[dict], classes: list[str]) -> dict[str, list]:
+    """Each filter's choices in the order its select lists them ("" as suggested class: none; flagged 1
+    or 0: below threshold)."""
+    suggested = {c["suggested_class"] for c in cards if c.get("suggested_class")}
+    issues = sorted({c["issue"] for c in cards}, key=lambda i: (ISSUES.index(i) if i in ISSUES else len(ISSUES), i))
+    return {"issue": issues, "class": _classes_first(classes, {c["class"] for c in cards}),
+            "suggested": ["", *_classes_first(classes, suggested)], "flagged": [1, 0]}
 
 
 def _classes_first(classes: list[str], present: set[str]) -> list[str]:
@@ -201,6 +201,8 @@ kbd { border: 1px solid #bbb; border-radius: 3px; padding: 0 .3em; background: #
 .card .missing { color: #a00; text-align: center; line-height: 128px; }
 .path { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: #555; }
 .badge { display: inline-block; background: #c62828; color: #fff; border-radius: 3px; padding: 0 .3em; margin: .2em 0; }
+.badge.below { background: #757575; }
+.card[data-flagged="0"] { border-style: dotted; }  /* listed after the flagged ones, not flagged itself */
 .reason { color: #555; overflow: hidden; display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; }
 .state { font-weight: bold; margin: .2em 0; }
 .actions { display: flex; gap: .2em; } .actions select { min-width: 0; flex: 1; }
@@ -225,13 +227,14 @@ const LISTED = new Map();  // sha256 -> its first finding (whose note an export 
 FINDINGS.forEach(f => LISTED.has(f.sha256) || LISTED.set(f.sha256, f));
 const FIELDS = ['sha256', 'action', 'new_class', 'note'];
 const TEMPLATE = document.getElementById('card').content.firstElementChild;
-const FILTERS = ['issue', 'class', 'suggested'].map(field => ({
+const FILTERS = ['issue', 'class', 'suggested', 'flagged'].map(field => ({
   field, select: document.getElementById(`filter-${field}`), values: DATA.filters[field], chosen: null}));
 const decisions = new Map(), notes = new Map();
 let loaded = [], unexported = false, view = FINDINGS, page = 0;
 
 const number = n => n.toLocaleString('en-US');
-const named = value => value === '' ? 'none' : value;
+const named = (field, value) =>
+  field === 'flagged' ? (value ? 'flagged' : 'below threshold') : value === '' ? 'none' : value;
 const shownCards = () => [...document.querySelectorAll('.card')];
 const cardsOf = sha => shownCards().filter(c => c.dataset.sha256 === sha);
 const pageCount = () => Math.max(1, Math.ceil(view.length / DATA.page_size));
@@ -254,7 +257,7 @@ function countChoices() {  // each choice counts what it would show, given the o
       counts.set(f[flt.field], (counts.get(f[flt.field]) || 0) + 1);
     }
     flt.select.replaceChildren(new Option(`any (${number(any)})`, ''),
-      ...flt.values.map((v, i) => new Option(`${named(v)} (${number(counts.get(v) || 0)})`, String(i))));
+      ...flt.values.map((v, i) => new Option(`${named(flt.field, v)} (${number(counts.get(v) || 0)})`, String(i))));
     flt.select.value = flt.chosen === null ? '' : String(flt.values.indexOf(flt.chosen));
   }
 }
@@ -263,7 +266,8 @@ function showPage(index, focus = null) {  // focus: 'first' or 'last' card (keyb
   page = Math.min(Math.max(index, 0), pageCount() - 1);
   const start = page * DATA.page_size, shown = view.slice(start, start + DATA.page_size);
   document.querySelector('main').replaceChildren(...sections(shown));
-  const filtered = FILTERS.filter(flt => flt.chosen !== null).map(flt => `${flt.field}: ${named(flt.chosen)}`);
+  const filtered = FILTERS.filter(flt => flt.chosen !== null)
+    .map(flt => `${flt.field}: ${named(flt.field, flt.chosen)}`);
   document.getElementById('showing').textContent =
     (shown.length ? `showing ${number(start + 1)}–${number(start + shown.length)} of ${number(view.length)} findings`
                   : 'no findings') + (filtered.length ? ` (${filtered.join(', ')})` : '');
@@ -275,20 +279,27 @@ function showPage(index, focus = null) {  // focus: 'first' or 'last' card (keyb
   else window.scrollTo(0, 0);
 }
 
-function sections(shown) {  // the page's findings under one heading per issue
+const SECTIONS = {  // flagged findings first, then those below the thresholds: both most suspicious first
+  1: {id: 'flagged', title: 'flagged', note: 'most suspicious first'},
+  0: {id: 'below-threshold', title: 'below threshold',
+      note: 'the next most suspicious images, not flagged: a look at what the thresholds leave out'},
+};
+
+function sections(shown) {  // the page's findings under a heading for flagged and one for below threshold
   if (!shown.length) return [Object.assign(document.createElement('p'),
     {textContent: FINDINGS.length ? 'No finding passes these filters.' : 'No suspicious images.'})];
   const groups = [];
   for (const f of shown) {
-    if (!groups.length || groups.at(-1).issue !== f.issue) groups.push({issue: f.issue, findings: []});
+    if (!groups.length || groups.at(-1).flagged !== f.flagged) groups.push({flagged: f.flagged, findings: []});
     groups.at(-1).findings.push(f);
   }
-  return groups.map(({issue, findings}) => {
-    const section = Object.assign(document.createElement('section'), {id: `issue-${issue}`});
+  return groups.map(({flagged, findings}) => {
+    const {id, title, note} = SECTIONS[flagged];
+    const section = Object.assign(document.createElement('section'), {id});
     const heading = document.createElement('h2');
-    const total = view.filter(f => f.issue === issue).length;
-    heading.append(`${issue} `, Object.assign(document.createElement('small'),
-      {textContent: `${number(total)} findings, worst first`}));
+    const total = view.filter(f => f.flagged === flagged).length;
+    heading.append(`${title} `, Object.assign(document.createElement('small'),
+      {textContent: `${number(total)} findings, ${note}`}));
     const cards = Object.assign(document.createElement('div'), {className: 'cards'});
     cards.append(...findings.map(cardFor));
     section.append(heading, cards);
@@ -299,7 +310,7 @@ function sections(shown) {  // the page's findings under one heading per issue
 function cardFor(f) {
   const card = TEMPLATE.cloneNode(true);
   Object.assign(card.dataset, {sha256: f.sha256, class: f.class, suggested: f.suggested, autoDrop: f.auto_drop,
-                               note: f.note});
+                               note: f.note, flagged: f.flagged});
   const part = selector => card.querySelector(selector);
   if (f.thumbnail) {
     Object.assign(part('img'), {src: `${DATA.thumbs}/${f.sha256}.jpg`, alt: f.path});
@@ -309,8 +320,9 @@ function cardFor(f) {
   part('.given').textContent = f.class;
   if (f.suggested) part('.suggested b').textContent = f.suggested;
   else part('.suggested').remove();
-  part('.score').textContent = `score ${f.score}`;
-  if (!f.auto_drop) part('.badge').remove();
+  part('.score').textContent = `${f.issue} ${f.score}`;
+  if (!f.auto_drop) part('.badge.auto').remove();
+  if (f.flagged) part('.badge.below').remove();
   if (f.reason) Object.assign(part('.reason'), {textContent: f.reason, title: f.reason});
   else part('.reason').remove();
   for (const option of part('select').options) option.disabled = option.value === f.class;
@@ -442,13 +454,20 @@ function move(card, step) {  // past either end of the page: on to the next or p
   else if (cards[at]) focusCard(cards[at]);
 }
 
+function moveOn(card) {  // after a decision: past the image's other cards (its issues are listed together)
+  const cards = shownCards();
+  let last = cards.indexOf(card);
+  while (cards[last + 1] && cards[last + 1].dataset.sha256 === card.dataset.sha256) last++;
+  move(cards[last], 1);
+}
+
 const NEXT = ['j', 'ArrowRight', 'ArrowDown'];  // with no card focused yet, these focus the first
 const KEYS = {
   ...Object.fromEntries(NEXT.map(key => [key, c => move(c, 1)])),
   ArrowLeft: c => move(c, -1), ArrowUp: c => move(c, -1),
-  k: c => { decide(c, 'keep'); move(c, 1); },
-  d: c => { decide(c, 'drop'); move(c, 1); },
-  r: c => c.dataset.suggested ? (decide(c, 'relabel', c.dataset.suggested), move(c, 1)) : c.querySelector('select').focus(),
+  k: c => { decide(c, 'keep'); moveOn(c); },
+  d: c => { decide(c, 'drop'); moveOn(c); },
+  r: c => c.dataset.suggested ? (decide(c, 'relabel', c.dataset.suggested), moveOn(c)) : c.querySelector('select').focus(),
   u: c => decide(c, ''),
   n: c => c.querySelector('.note').focus(),
 };
@@ -457,7 +476,7 @@ document.addEventListener('keydown', e => {
   if (e.ctrlKey || e.metaKey || e.altKey || e.target.matches('input, select, textarea')) return;
   const card = document.activeElement.closest && document.activeElement.closest('.card');
   const target = /^[1-9]$/.test(e.key) && card && card.querySelector('select').options[Number(e.key)];
-  const action = target ? c => { decide(c, 'relabel', target.value); move(c, 1); } : KEYS[e.key];
+  const action = target ? c => { decide(c, 'relabel', target.value); moveOn(c); } : KEYS[e.key];
   if (!action || (!card && !NEXT.includes(e.key))) return;
   e.preventDefault();  // arrows would scroll, n would type into the note
   action(card);
@@ -508,6 +527,7 @@ PAGE = """<!doctype html>
 <div><label>issue <select id="filter-issue"></select></label>
 <label>class <select id="filter-class"></select></label>
 <label>suggested <select id="filter-suggested"></select></label>
+<label>flagged <select id="filter-flagged"></select></label>
 <span class="pager"><button type="button" id="first">« first</button>
 <button type="button" id="prev">‹ previous</button> <span id="page-of"></span>
 <button type="button" id="next">next ›</button> <button type="button" id="last">last »</button></span>
@@ -519,7 +539,7 @@ PAGE = """<!doctype html>
 <div class="path"></div>
 <div>given <b class="given"></b><span class="suggested"> → suggested <b></b></span></div>
 <div class="score"></div>
-<div class="badge">auto-drop</div><div class="reason"></div>
+<div class="badge auto">auto-drop</div><div class="badge below">below threshold</div><div class="reason"></div>
 <div class="state"></div>
 <div class="actions"><button type="button" data-act="keep">keep</button><button type="button" data-act="drop">drop</button>
 <select aria-label="relabel as">{relabel_options}</select></div>

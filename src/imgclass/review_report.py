@@ -4,7 +4,7 @@ auto_drop.csv, the small metrics dict, the review page's cards and the summary f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -13,8 +13,11 @@ from imgclass.review import AUTO_DROP_COLUMNS, ISSUE_COLUMNS, ISSUE_KINDS, Revie
 
 
 def issue_rows(result: ReviewResult, paths: Sequence[str]) -> list[dict]:
-    """issues.csv rows: `paths` are the display paths of the inputs (relative to the reviewed folder)."""
-    return [{"path": paths[r["index"]], **{k: r[k] for k in ISSUE_COLUMNS if k != "path"}} for r in result.issues]
+    """issues.csv rows, as the review page lists them: the flagged rows, then the below-threshold ones
+    (`flagged` false), most suspicious image first. `paths` are the inputs' display paths (relative to
+    the reviewed folder)."""
+    return [{**{k: r[k] for k in ISSUE_COLUMNS if k != "path"}, "path": paths[r["index"]],
+             "flagged": "true" if r["flagged"] else "false"} for r in result.listed]
 
 
 def auto_drop_rows(result: ReviewResult, paths: Sequence[str], labels: Sequence[str],
@@ -43,12 +46,12 @@ def report(result: ReviewResult) -> dict:
 
 
 def cards(result: ReviewResult, images: Sequence[Path], paths: Sequence[str]) -> list[dict]:
-    """One review-page card per issue row; auto-dropped images carry their reason."""
+    """One review-page card per row of issues.csv, in its order; auto-dropped images carry their reason."""
     dropped = {d["index"]: d["reason"] for d in result.auto_drop}
     return [{"sha256": r["sha256"], "path": paths[r["index"]], "image": Path(images[r["index"]]),
              "class": r["class"], "issue": r["issue"], "score": float(r["score"]),
-             "suggested_class": r["suggested_class"], "auto_drop": r["index"] in dropped,
-             "reason": dropped.get(r["index"]) or _explanation(result, r, paths)} for r in result.issues]
+             "suggested_class": r["suggested_class"], "auto_drop": r["index"] in dropped, "flagged": r["flagged"],
+             "reason": dropped.get(r["index"]) or _explanation(result, r, paths)} for r in result.listed]
 
 
 def _explanation(result: ReviewResult, row: dict, paths: Sequence[str]) -> str:
@@ -63,7 +66,8 @@ def page_summary(result: ReviewResult) -> dict:
     """The counts the page shows at its top (numbers, or one level of {name: number})."""
     summary = result.summary
     return {"images": summary["images"], "cross-validated accuracy": summary["cv_accuracy"],
-            "issues": summary["issues"], f"auto_drop ({summary['auto_drop_mode']})": summary["auto_drop"],
+            "issues": summary["issues"], "listed below threshold": len(result.below_threshold),
+            f"auto_drop ({summary['auto_drop_mode']})": summary["auto_drop"],
             "images per class": summary["class_imbalance"]["counts"]}
 
 
@@ -95,13 +99,20 @@ def summary_png(result: ReviewResult, classes: list[str], path: Path) -> Path:
     return save_png(fig, path)
 
 
-def labelled_folder(src: Path) -> tuple[list[str], list[Path], list[str], list[str]]:
-    """(classes, images, labels, sha256s) of SRC/<class>/**: every visible file Pillow decodes; the
-    sha256 is of the RGB pixels (images.sha256_of_pixels), as validate names data/clean's files."""
+class LabelledFolder(NamedTuple):
+    classes: list[str]
+    images: list[Path]
+    labels: list[str]
+    sha256s: list[str]  # of the RGB pixels (images.sha256_of_pixels), as validate names data/clean's files
+    phashes: list[int]  # 64-bit perceptual hashes, as validate groups near-duplicates by
+
+
+def labelled_folder(src: Path) -> LabelledFolder:
+    """Every visible file Pillow decodes in SRC/<class>/**, decoded once for its two hashes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from imgclass.embeddings import decode_rgb
-    from imgclass.images import ImageRejected, sha256_of_pixels
+    from imgclass.images import ImageRejected, perceptual_hash, sha256_of_pixels
 
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: not a folder; pass a folder with one sub-folder per class")
@@ -109,15 +120,16 @@ def labelled_folder(src: Path) -> tuple[list[str], list[Path], list[str], list[s
     files_by_class = [(path, cls) for cls in classes for path in sorted((src / cls).rglob("*"))
                       if path.is_file() and not any(part.startswith(".") for part in path.relative_to(src).parts)]
 
-    def pixel_hash(path: Path) -> str | None:
+    def pixel_hashes(path: Path) -> tuple[str, int] | None:
         try:
-            return sha256_of_pixels(decode_rgb(path))
+            img = decode_rgb(path)
         except (ImageRejected, OSError):  # not an image: skipped, like a README in a class folder
             return None
+        return sha256_of_pixels(img), perceptual_hash(img)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        hashes = list(pool.map(pixel_hash, [path for path, _ in files_by_class]))
-    kept = [(path, cls, sha) for (path, cls), sha in zip(files_by_class, hashes) if sha is not None]
-    if len({cls for _, cls, _ in kept}) < 2:
+        hashes = list(pool.map(pixel_hashes, [path for path, _ in files_by_class]))
+    kept = [(path, cls, *both) for (path, cls), both in zip(files_by_class, hashes) if both is not None]
+    if len({cls for _, cls, _, _ in kept}) < 2:
         raise ValueError(f"{src}: images in fewer than 2 class folders; expected {src}/<class>/<images>")
-    return classes, [p for p, _, _ in kept], [c for _, c, _ in kept], [s for _, _, s in kept]
+    return LabelledFolder(classes, *(list(column) for column in zip(*kept)))
