@@ -13,13 +13,13 @@ def main() -> int:
     images, labels = load_split(Path("data/split"), "train", list(params.classes), params.image_size)
     result = benchmark.run(params, images, labels, n_train=len(labels))
     files.write_json("metrics/benchmark.json", benchmark.headline(result["rows"]))
-    files.write_json("reports/benchmark.json", result)  # devices, every row, the fastest batch size per series
+    files.write_json("reports/benchmark.json", result)  # machine, devices, every row, the fastest batch size per series
     # arch_device: one line per architecture x device in dvc.yaml's throughput plots
     files.write_csv("plots/benchmark/batch_size.csv",
                     [{**r, "arch_device": f"{r['model']}@{r['device']}"} for r in result["rows"]],
                     ["model", "device", "arch_device", "batch_size", "train_images_per_s", "infer_images_per_s",
                      "epoch_seconds"])
-    files.write_text("plots/benchmark/table.md", benchmark.markdown_table(result["rows"]))
+    files.write_text("plots/benchmark/table.md", benchmark.markdown_table(result["rows"], result["machine"]))
     print(summary_line(result))
     return 0
 

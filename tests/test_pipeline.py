@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_fashion, tiny_params_dict
+from conftest import FOUR_CLASSES, require_fashion, tiny_params_dict
+from evaluation_checks import assert_png_figure, assert_report_matches_predictions
 from scratch_repo import make_repo, ran_stages, run
 from test_plots_offline import chromium, drawn_charts, needs_chromium, needs_node_modules, offline_page
 from test_plots_offline import chromium_installed, node_modules  # noqa: F401  (the fixtures those marks use)
@@ -52,13 +53,20 @@ def repo(tmp_path_factory):
 
 def test_repro_produces_every_declared_output(repo):
     for model in MODELS:
-        assert (repo / "models" / model / "model.pt").exists()
         evaluation = json.loads((repo / "metrics" / "eval" / f"{model}.json").read_text())
         assert evaluation["accuracy"] > 0.4 and evaluation["train_seconds"] > 0  # 4 classes: chance is 0.25
-        report = json.loads((repo / "plots" / "eval" / model / "report.json").read_text())
-        assert report["n"] > 0 and report["accuracy"] == evaluation["accuracy"] and "top3_accuracy" in report
-        assert (repo / "plots" / "eval" / model / "confusion.png").stat().st_size > 1000
-        assert (repo / "dvclive" / model / "plots" / "metrics" / "val" / "accuracy.tsv").exists()
+        # models/M/model.pt is the checkpoint evaluated; every number of its report is recomputed from
+        # its saved predictions and the split's labels (the metrics file's among them)
+        report = assert_report_matches_predictions(
+            repo / "plots" / "eval" / model, repo / "data" / "preds" / f"{model}.npz", repo / "data" / "split",
+            FOUR_CLASSES, checkpoint=repo / "models" / model / "model.pt",
+            headline=repo / "metrics" / "eval" / f"{model}.json")
+        assert "top3_accuracy" in report
+        assert_png_figure(repo / "plots" / "eval" / model / "confusion.png")
+        # DVCLive's validation curve: a row per epoch trained
+        tsv = (repo / "dvclive" / model / "plots" / "metrics" / "val" / "accuracy.tsv").read_text().splitlines()
+        epochs_run = json.loads((repo / "metrics" / "train" / f"{model}.json").read_text())["epochs_run"]
+        assert tsv[0].split("\t")[-1] == "accuracy" and len(tsv) == 1 + epochs_run
     ensemble = json.loads((repo / "metrics" / "ensemble.json").read_text())
     record = json.loads((repo / "reports" / "ensemble.json").read_text())  # what predict serves
     assert list(ensemble) == [*VOTES, "chosen_vote"] and ensemble["chosen_vote"] == record["chosen_vote"]
@@ -76,16 +84,20 @@ def test_repro_produces_every_declared_output(repo):
     split = json.loads((repo / "metrics" / "split.json").read_text())
     assert split["train"] + split["val"] + split["test"] == 4 * 60
     assert json.loads((repo / "reports" / "split.json").read_text())["added"] == 4 * 60
-    assert json.loads((repo / "reports" / "scrape.json").read_text())["per_class"]
-    assert json.loads((repo / "reports" / "validate.json").read_text())["accepted_per_class"]
+    assert json.loads((repo / "reports" / "scrape.json").read_text())["per_class"] == dict.fromkeys(
+        sorted(FOUR_CLASSES), 60)
+    assert json.loads((repo / "reports" / "validate.json").read_text())["accepted_per_class"] == dict.fromkeys(
+        FOUR_CLASSES, 60)
 
 
 def test_second_repro_is_a_no_op(repo):
     started = time.perf_counter()
     proc = run(["dvc", "repro"], repo)
     out = proc.stdout + proc.stderr
-    assert "Data and pipelines are up to date" in out
-    assert "Running stage" not in out
+    # only the machine stage runs (always_changed); it rewrites the same file, so benchmark is skipped
+    assert ran_stages(out) == {"machine"}
+    assert "Stage 'benchmark' didn't change, skipping" in out
+    assert run(["git", "status", "--porcelain"], repo).stdout.strip() == ""
     assert time.perf_counter() - started < 30
 
 
@@ -94,7 +106,7 @@ def test_changing_one_model_reruns_only_what_depends_on_it(repo):
     proc = run(["dvc", "exp", "run", "-S", "models.cnn_simple.lr=0.02",
                 "-S", "+models.cnn_simple.label_smoothing=0.05"], repo)
     out = proc.stdout + proc.stderr
-    assert ran_stages(out) == {"train@cnn_simple", "evaluate@cnn_simple", "ensemble"}
+    assert ran_stages(out) == {"machine", "train@cnn_simple", "evaluate@cnn_simple", "ensemble"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     experiment = shown[1]["experiments"][0]["revs"][0]["data"]
     changed = experiment["params"]["params.yaml"]["data"]["models"]["cnn_simple"]

@@ -12,7 +12,7 @@ import numpy as np
 import psutil
 import torch
 
-from imgclass import models
+from imgclass import machine, models
 from imgclass.devices import available, device_name
 from imgclass.preprocess import Preprocessing
 
@@ -101,9 +101,10 @@ def measure(arch: str, prep: Preprocessing, images: np.ndarray, labels: np.ndarr
 
 
 def run(params, images: np.ndarray, labels: np.ndarray, n_train: int) -> dict:
-    """The whole table for params.benchmark; `n_train` converts images/s into time per epoch."""
+    """The whole table for params.benchmark; `n_train` converts images/s into time per epoch. It names the
+    machine it ran on (the facts of reports/machine.json): numbers from another machine are not these."""
     cfg = params.benchmark
-    result = {"devices": {}, "rows": []}
+    result = {"machine": machine.describe(), "devices": {}, "rows": []}
     for dev in cfg.devices:
         if not available(dev):
             result["devices"][dev] = "unavailable"
@@ -138,8 +139,11 @@ def fastest_batch_sizes(rows: list[dict]) -> dict:
     return best
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = "| model | device | batch | train img/s | epoch s | infer img/s | peak RSS MB |\n|---|---|---|---|---|---|---|\n"
+def markdown_table(rows: list[dict], facts: dict) -> str:
+    """The rows under a line naming the machine that measured them."""
+    head = (f"Measured on {machine.summary(facts)}.\n\n"
+            "| model | device | batch | train img/s | epoch s | infer img/s | peak RSS MB |\n"
+            "|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['model']} | {r['device']} | {r['batch_size']} | {r['train_images_per_s']:.1f} | "
         f"{r['epoch_seconds']:.1f} | {r['infer_images_per_s']:.1f} | {r['peak_rss_mb']:.0f} |\n" for r in rows)
