@@ -14,6 +14,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from conftest import REPO, make_split, require_fashion, tiny_params_dict
+from evaluation_checks import assert_png_figure, assert_report_matches_predictions, average_precision
 from imgclass import cli, explain, files
 from imgclass.checkpoint import load_trained
 from imgclass.evaluate import classification_metrics, predict_probs
@@ -67,7 +68,7 @@ def test_binary_metrics_have_auc_ap_threshold_and_no_redundant_top_k(project):
     metrics = classification_metrics(y, probs, meta["classes"])
     assert meta["classes"] == PAIR and metrics["positive_class"] == "bag" and metrics["threshold"] == 0.5
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, probs[:, 1]))
-    assert 0 < metrics["average_precision"] <= 1
+    assert metrics["average_precision"] == pytest.approx(average_precision(y, probs[:, 1]))
     assert not [k for k in metrics if k.startswith("top")]  # top-1 is the accuracy; top-2 of 2 is always 1
     # the threshold reported is the one the predictions use: p(bag) > 0.5 <=> argmax
     assert ((probs[:, 1] > 0.5) == (probs.argmax(axis=1) == 1)).all()
@@ -78,6 +79,11 @@ def test_evaluate_stage_writes_binary_metrics_curves_and_explanations(project):
                                                                             "train_seconds"}
     out = project / "plots" / "eval" / "a"
     report = scalars = files.read_json(out / "report.json")
+    for name in MEMBERS:  # every number, recomputed from the saved probabilities and the split's labels
+        assert_report_matches_predictions(
+            project / "plots" / "eval" / name, project / "data" / "preds" / f"{name}.npz", project / "data" / "split",
+            PAIR, checkpoint=project / "models" / name / "model.pt",
+            headline=project / "metrics" / "eval" / f"{name}.json")
     assert {"accuracy", "val_accuracy", "roc_auc", "average_precision", "threshold"} <= set(scalars)
     assert not [k for k in scalars if k.startswith("top")]
     assert scalars["accuracy"] > 0.8  # sneaker vs bag is easy; chance is 0.5
@@ -91,7 +97,7 @@ def test_evaluate_stage_writes_binary_metrics_curves_and_explanations(project):
     # the curve CSVs agree with the AUC reported beside them
     assert np.trapezoid(tpr, fpr) == pytest.approx(scalars["roc_auc"], abs=1e-6)
     for png in ("roc", "pr", "confusion", "reliability", "tsne", "gradcam", "top_losses"):
-        assert (out / f"{png}.png").stat().st_size > 3_000, png
+        assert_png_figure(out / f"{png}.png")
 
 
 def test_explanations_work_with_two_classes_and_six_images(project, tmp_path):
@@ -103,7 +109,8 @@ def test_explanations_work_with_two_classes_and_six_images(project, tmp_path):
                explain.gradcam_png(model, prep, x, y, probs, PAIR, tmp_path / "gradcam.png"),
                explain.top_losses_png(x, y, probs, PAIR, tmp_path / "top_losses.png"),
                explain.tsne_png(explain.penultimate_features(model, prep, x[:1]), y[:1], PAIR, tmp_path / "one.png")]
-    assert all(p.stat().st_size > 3_000 for p in written)
+    for path in written:
+        assert_png_figure(path)
 
 
 def test_ensemble_stage_chooses_the_vote_on_validation(project):
@@ -160,6 +167,7 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
 
 def test_benchmark_and_lr_find_run_with_two_classes(project, tmp_path):
     from imgclass import benchmark
+    from imgclass.lr_find import suggest
     from imgclass.params import load_params
 
     params = load_params(project / "params.yaml")
@@ -169,5 +177,7 @@ def test_benchmark_and_lr_find_run_with_two_classes(project, tmp_path):
     assert row["train_images_per_s"] > 0 and row["infer_images_per_s"] > 0
     assert cli.main(["lr-find", "a", "--params", str(project / "params.yaml"), "--steps", "12",
                      "--split-dir", str(project / "data" / "split"), "--out", str(tmp_path / "lr.png")]) == 0
-    assert files.read_json(tmp_path / "lr.json")["suggestion"] > 0
+    found = files.read_json(tmp_path / "lr.json")  # beside the plot: the rates, the losses, the suggestion
+    assert len(found["lrs"]) == len(found["losses"]) and found["suggestion"] in found["lrs"]
+    assert found["suggestion"] == suggest(found["lrs"], found["losses"])
     assert params.classes == PAIR

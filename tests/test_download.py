@@ -52,7 +52,9 @@ def test_every_fault_gets_its_status_and_reason(tmp_path):
             "/retry-after.jpg": sequence(status(429, {"Retry-After": "1"}), image(c)),
             "/rate-limited.jpg": status(429, {"Retry-After": "3600"}),  # capped by max_retry_after
             "/slow.jpg": stall(3.0),
-            "/trickle.jpg": trickle(d, pieces=8, interval=0.15),
+            # Each piece well within the 0.5 s socket timeout, the whole body 5 s: only a deadline
+            # checked while the body arrives ends an attempt at 0.5 s.
+            "/trickle.jpg": trickle(d, pieces=20, interval=0.25),
             "/big.jpg": oversized(300_000),
             "/big-stream.jpg": oversized(300_000, content_length=False),
             "/page.jpg": lambda h, hit: send(h, 200, b"<html><body>Not found</body></html>", "image/jpeg"),
@@ -87,7 +89,9 @@ def test_every_fault_gets_its_status_and_reason(tmp_path):
         jobs += [Job("cat", url, query="cat photo") for url in expected]
 
         started = time.monotonic()
-        rows = download_all(jobs, tmp_path, FAST, Journal(tmp_path))
+        finished = {}  # seconds from the start to each job's row
+        rows = download_all(jobs, tmp_path, FAST, Journal(tmp_path),
+                            on_row=lambda row: finished.setdefault(row["url"], time.monotonic() - started))
         elapsed = time.monotonic() - started
 
         by_url = {row["url"]: row for row in rows}
@@ -106,6 +110,10 @@ def test_every_fault_gets_its_status_and_reason(tmp_path):
         assert server.hits["/dropped.jpg"] == 2 and server.hits["/slow.jpg"] == 2
         assert server.hits["/gone.jpg"] == 1 and server.hits["/big.jpg"] == 1 and server.hits["/page.jpg"] == 1
         assert server.hits["/loop.jpg"] > 5
+        # Two attempts of the trickle, each cut at its 0.5 s deadline mid-body: about 1 s, where a
+        # deadline checked only once the body is in (or a read waiting for a whole chunk) takes 10 s.
+        trickled = finished[server.url("/trickle.jpg")]
+        assert server.hits["/trickle.jpg"] == 2 and trickled < 3.0, f"the trickle took {trickled:.1f} s"
         assert 0.9 < elapsed < 10, "Retry-After: 1 is honoured, Retry-After: 3600 is capped"
 
     ok = by_url[server.url("/b.png")]

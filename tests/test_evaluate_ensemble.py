@@ -174,24 +174,41 @@ def test_roc_and_pr_curves_for_two_and_for_more_classes():
 
 
 def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tmp_path):
+    from evaluation_checks import assert_png_figure, assert_report_matches_predictions
     from imgclass import evaluation_report, files
+    from imgclass.checkpoint import load_trained
+    from imgclass.evaluate import predict_probs
+    from imgclass.image_cache import load_split
     from test_predict import train_tiny
 
+    params, split_dir = fashion_split
     checkpoint = train_tiny(fashion_split, tmp_path / "models")
-    report = evaluation_report.evaluate_model("m", checkpoint, fashion_split[1], tmp_path / "plots", tmp_path / "m.npz",
+    report = evaluation_report.evaluate_model("m", checkpoint, split_dir, tmp_path / "plots", tmp_path / "m.npz",
                                     tmp_path / "m.json")
     headline = files.read_json(tmp_path / "m.json")
     assert list(headline) == ["accuracy", "macro_f1", "ece", "train_seconds"] and headline["train_seconds"] > 0
-    detail = files.read_json(tmp_path / "plots" / "report.json")
-    assert "top3_accuracy" in detail and "roc_auc" not in detail and 0 <= detail["val_accuracy"] <= 1
+    # Every number agrees with the saved probabilities and the split's labels, recomputed here ...
+    detail = assert_report_matches_predictions(tmp_path / "plots", tmp_path / "m.npz", split_dir, params.classes,
+                                               checkpoint=checkpoint, headline=tmp_path / "m.json")
+    assert "top3_accuracy" in detail and "roc_auc" not in detail
+    # ... and the saved probabilities are the checkpoint's on the test split
+    model, _, prep = load_trained(checkpoint)
+    with np.load(tmp_path / "m.npz") as saved:
+        np.testing.assert_allclose(saved["test_probs"],
+                                   predict_probs(model, prep, load_split(split_dir, "test", params.classes, 28)[0]),
+                                   atol=1e-5)
     tracked = report.tracked_metrics()  # MLflow still gets every scalar, not only the headline
     assert tracked["eval_val_accuracy"] == detail["val_accuracy"] and tracked["test_n"] == detail["n"]
     assert tracked["test_top3_accuracy"] == detail["top3_accuracy"] and tracked["test_accuracy"] == headline["accuracy"]
-    for name in ("confusion.csv", "roc.csv", "pr.csv", "report.json", "report.txt", "confusion.png",
-                 "confusion_normalized.png", "reliability.png", "roc.png", "pr.png", "tsne.png", "gradcam.png",
-                 "top_losses.png"):
-        assert (tmp_path / "plots" / name).stat().st_size > 0, name
+    # roc.csv and pr.csv: the micro-averaged curves, from (0, 0) to (1, 1) and from recall 1 down
+    roc = [(float(r["fpr"]), float(r["tpr"])) for r in files.read_csv(tmp_path / "plots" / "roc.csv")]
     assert list(files.read_csv(tmp_path / "plots" / "roc.csv")[0]) == ["fpr", "tpr"]
+    assert roc[0] == (0, 0) and roc[-1] == (1, 1) and roc == sorted(roc)
+    pr = files.read_csv(tmp_path / "plots" / "pr.csv")
+    assert list(pr[0]) == ["recall", "precision"] and float(pr[0]["recall"]) == 1 and float(pr[-1]["recall"]) == 0
+    for name in ("confusion.png", "confusion_normalized.png", "reliability.png", "roc.png", "pr.png", "tsne.png",
+                 "gradcam.png", "top_losses.png"):
+        assert_png_figure(tmp_path / "plots" / name)
 
 
 def test_training_curves_are_one_long_table_of_every_model_and_epoch(tmp_path):

@@ -59,14 +59,26 @@ def test_torchscript_matches_the_checkpoint(trained, tmp_path):
 
 
 def test_cli_export_writes_beside_and_names_errors(trained, tmp_path, capsys):
-    models_dir = str(trained[0].parent.parent)
+    checkpoint, x, expected = trained
+    models_dir = str(checkpoint.parent.parent)
     assert cli.main(["export", "m", "--format", "torchscript", "--models-dir", models_dir,
                      "--out", str(tmp_path / "x" / "m.torchscript.pt")]) == 0
-    assert (tmp_path / "x" / "m.torchscript.json").exists()
+    # the model where --out says, its description beside it, naming it; nothing else
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["m.torchscript.json", "m.torchscript.pt"]
+    sidecar = files.read_json(tmp_path / "x" / "m.torchscript.json")
+    assert (sidecar["model"], sidecar["format"]) == ("m.torchscript.pt", "torchscript")
+    assert sidecar["classes"] == load_trained(checkpoint)[1]["classes"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.load(str(tmp_path / "x" / "m.torchscript.pt"))
+    with torch.no_grad():
+        assert_parity(scripted(torch.from_numpy(x[:3])).numpy(), expected[:3])  # the checkpoint asked for
+    capsys.readouterr()
     assert cli.main(["export", "nope", "--format", "onnx", "--models-dir", models_dir]) == 1
     assert "no trained model" in capsys.readouterr().err
     assert cli.main(["export", "m", "--format", "onnx", "--models-dir", models_dir,
                      "--out", str(tmp_path / "m.json")]) == 1
+    assert "written beside the model" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
 def test_exported_probabilities_follow_the_saved_output_side(trained, tmp_path):

@@ -1,5 +1,7 @@
+import json
 import math
 
+from evaluation_checks import assert_png_figure
 from imgclass.lr_find import lr_range_test, plot, suggest
 
 
@@ -19,7 +21,7 @@ def test_range_test_on_real_data_stops_when_the_loss_explodes(fashion_split, tmp
     assert all(b > a for a, b in zip(result["lrs"], result["lrs"][1:]))
     assert 1e-7 <= result["suggestion"] <= 10 and math.isfinite(result["suggestion"])
     assert min(result["losses"]) < result["losses"][0]
-    assert plot(result, tmp_path / "lr.png").stat().st_size > 1000
+    assert_png_figure(plot(result, tmp_path / "lr.png"))
 
 
 def test_cli_lr_find_writes_plot_and_suggestion(fashion_split, tmp_path, monkeypatch, capsys):
@@ -32,6 +34,10 @@ def test_cli_lr_find_writes_plot_and_suggestion(fashion_split, tmp_path, monkeyp
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
     monkeypatch.chdir(tmp_path)
     assert main(["lr-find", "cnn_simple", "--split-dir", str(split_dir), "--steps", "30"]) == 0
-    assert "suggested lr" in capsys.readouterr().out
-    assert (tmp_path / "plots" / "lr_find" / "cnn_simple.png").exists()
+    # the plot, and beside it the curve it draws with the rate suggested from it, as printed
+    found = json.loads((tmp_path / "plots" / "lr_find" / "cnn_simple.json").read_text())
+    assert 2 < len(found["lrs"]) == len(found["losses"]) <= 30 and found["suggestion"] in found["lrs"]
+    assert found["suggestion"] == suggest(found["lrs"], found["losses"])
+    assert f"suggested lr {found['suggestion']:.2e}" in capsys.readouterr().out
+    assert_png_figure(tmp_path / "plots" / "lr_find" / "cnn_simple.png")
     assert main(["lr-find", "nope", "--split-dir", str(split_dir)]) == 1

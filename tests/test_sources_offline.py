@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -39,7 +40,15 @@ def test_folder_source_maps_classes_to_globs(tmp_path):
     rows = sources.collect(parse_params(raw), tmp_path)
     birds = [r for r in rows if r["class"] == "birds"]
     assert 20 < len(birds) <= 60 and all(r["url"].endswith(".png") for r in birds)
-    assert all((tmp_path / r["path"]).exists() for r in rows)
+    for name, folder in (("mammals", "animals/mammals"), ("birds", "animals/birds")):
+        # each class gets the files its glob matches (up to max_per_class, in name order) ...
+        matched = sorted(p for p in (TUXPAINT / folder).rglob("*.png"))[:60]
+        assert [r["url"] for r in rows if r["class"] == name] == [p.as_posix() for p in matched], name
+    for row in rows:
+        # ... copied whole into data/raw/CLASS, named by the content hash
+        source, stored = Path(row["url"]).read_bytes(), tmp_path / row["path"]
+        assert stored.parent == tmp_path / row["class"] and stored.read_bytes() == source, row
+        assert stored.stem == row["sha256"] == hashlib.sha256(source).hexdigest() and row["bytes"] == len(source)
 
 
 def test_folder_source_errors_name_the_problem(tmp_path):
