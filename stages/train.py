@@ -1,7 +1,8 @@
 """Stage train@NAME: train one model from params.models.NAME on data/split; best weights to models/NAME.
 
-With distributed.nproc_per_node > 1 the stage runs itself again under torchrun, one process per
-GPU (or share of the CPU); rank 0 writes the outputs."""
+With distributed.nproc_per_node > 1 or distributed.nnodes > 1 the stage runs itself again under
+torchrun, one process per GPU (or share of the CPU); the first process of the machine with
+IMGCLASS_NODE_RANK=0 writes the outputs, the other machines' workspaces are left as they were."""
 
 import subprocess
 import sys
@@ -18,12 +19,15 @@ def main(name: str) -> int:
     if name not in params.models:
         print(f"train: no model {name!r} in params.yaml models ({', '.join(params.models)})", file=sys.stderr)
         return 2
-    processes = params.distributed.nproc_per_node
-    if processes > 1 and not distributed.launched_by_torchrun():
-        return subprocess.call(distributed.torchrun_command(__file__, [name], processes))
-    result = train(name, params, split_dir=Path("data/split"), model_dir=Path("models") / name,
-                   resume_dir=Path("data/checkpoints") / name, dvclive_dir=Path("dvclive") / name)
-    if distributed.World.from_env().is_main:
+    dist = params.distributed
+    if dist.processes > 1 and not distributed.launched_by_torchrun():
+        return subprocess.call(distributed.torchrun_command(__file__, [name], dist.nproc_per_node, dist.nnodes,
+                                                            dist.rdzv_endpoint, run_id=f"imgclass-{name}"))
+    world = distributed.World.from_env()
+    with distributed.resume_dir(Path("data/checkpoints") / name, world) as checkpoints:
+        result = train(name, params, split_dir=Path("data/split"), model_dir=Path("models") / name,
+                       resume_dir=checkpoints, dvclive_dir=Path("dvclive") / name)
+    if world.is_main:
         history = result.pop("history")
         files.write_json(f"metrics/train/{name}.json", result)
         training_curves_png(history, Path(f"plots/train/{name}.png"), title=name)

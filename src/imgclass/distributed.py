@@ -2,10 +2,14 @@
 
 `distributed.nproc_per_node > 1` in params.yaml makes the train stage relaunch itself as
 `python -m torch.distributed.run --standalone --nproc_per_node=N stages/train.py M`; running it under
-`torchrun` yourself (one node or several) works as well. Each process reads WORLD_SIZE, RANK and
-LOCAL_RANK from torchrun's environment, joins the process group (gloo on CPU, nccl on CUDA) and
-trains on its own shard of every epoch (DistributedSampler). Gradients are averaged across processes,
-so every process holds the same weights; only rank 0 logs, prints and writes checkpoints.
+`torchrun` yourself works as well. With `distributed.nnodes: K > 1` the torchrun of every machine
+meets the others at `distributed.rdzv_endpoint` (c10d rendezvous, run id imgclass-M), and each
+machine says which one it is in IMGCLASS_NODE_RANK: params.yaml is shared, a machine's place is not.
+Each process reads WORLD_SIZE, RANK and LOCAL_RANK from torchrun's environment, joins the process
+group (gloo on CPU, nccl on CUDA) and trains on its own shard of every epoch (DistributedSampler).
+Gradients are averaged across processes, so every process holds the same weights; only one process
+logs, prints and writes files: the first of the machine with IMGCLASS_NODE_RANK=0 (on one machine,
+rank 0).
 
 `batch_size` stays the global batch: each of N processes takes batch_size / N images per step, and
 a shuffled epoch visits the same global batches as a single process does with the same seed. Results
@@ -17,15 +21,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 BACKENDS = ("auto", "gloo", "nccl")
+NODE_RANK_ENV = "IMGCLASS_NODE_RANK"
 
 
 @dataclass(frozen=True)
@@ -34,15 +41,23 @@ class World:
     rank: int = 0
     local_rank: int = 0
     size: int = 1
+    nodes: int = 1
+    node_rank: int = 0  # IMGCLASS_NODE_RANK when nodes > 1
 
     @classmethod
     def from_env(cls) -> "World":
         env = os.environ
-        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1)))
+        size = int(env.get("WORLD_SIZE", 1))
+        nodes = size // int(env.get("LOCAL_WORLD_SIZE", size))
+        return cls(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), size, nodes,
+                   node_rank_from_env(nodes) if nodes > 1 else 0)
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        """The process that logs, prints and writes files. Not global rank 0 on several machines:
+        torchrun's c10d rendezvous numbers the machines in its own order (sorted host names) and
+        ignores --node_rank, so the outputs would land on whichever machine it put first."""
+        return self.local_rank == 0 and self.node_rank == 0
 
     @property
     def distributed(self) -> bool:
@@ -107,9 +122,40 @@ def process_group(world: World, device: torch.device, backend: str = "auto"):
         torch.cuda.set_device(device)
     torch.distributed.init_process_group(backend_for(device, backend))
     try:
+        if world.nodes > 1:
+            check_one_main_node(world)
         yield world
     finally:
         torch.distributed.destroy_process_group()
+
+
+def node_rank_from_env(nodes: int) -> int:
+    value = os.environ.get(NODE_RANK_ENV, "0")
+    if not value.isdigit() or int(value) >= nodes:
+        raise ValueError(f"{NODE_RANK_ENV}={value!r}: must be 0..{nodes - 1}, this machine's place among "
+                         f"distributed.nnodes={nodes} (0 writes the outputs)")
+    return int(value)
+
+
+def check_one_main_node(world: World) -> None:
+    """Exactly one machine writes: two would each log to MLflow, none would leave the stage without outputs."""
+    mains = [False] * world.size
+    torch.distributed.all_gather_object(mains, world.is_main)
+    if sum(mains) != 1:
+        raise RuntimeError(f"{NODE_RANK_ENV}: {sum(mains)} of {world.nodes} machines have 0; set 0 on the machine "
+                           f"that writes the outputs and 1..{world.nodes - 1} on the others")
+
+
+@contextmanager
+def resume_dir(path: Path, world: World):
+    """Where training keeps its resume checkpoint: `path`, or on several machines a scratch folder
+    (no resume): only the main machine would find its last.pt on a rerun, and machines resuming
+    from different epochs would train different runs."""
+    if world.nodes == 1:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="imgclass-resume-") as scratch:
+        yield Path(scratch)
 
 
 def exit_with_launcher(poll_seconds: float = 1.0) -> None:
@@ -130,7 +176,15 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def torchrun_command(script: str, args: list[str], nproc_per_node: int) -> list[str]:
-    """The command that runs `script` in `nproc_per_node` processes on this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+def torchrun_command(script: str, args: list[str], nproc_per_node: int, nnodes: int = 1,
+                     rdzv_endpoint: str | None = None, run_id: str = "imgclass") -> list[str]:
+    """The command that runs `script` in `nproc_per_node` processes on this machine, which with
+    nnodes > 1 joins the other machines at rdzv_endpoint. Runs with another run_id (another model)
+    do not join each other."""
+    if nnodes == 1:
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}",
+                      f"--rdzv_id={run_id}"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={nproc_per_node}",
             script, *args]

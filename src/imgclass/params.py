@@ -251,6 +251,30 @@ class DistributedParams(Section):
     # per GPU (or per share of the CPU cores); each model's batch_size is split across the processes.
     nproc_per_node: int = Field(1, ge=1)
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto = nccl on cuda, gloo on cpu
+    # > 1: train@M waits at rdzv_endpoint (host:port on the main machine, torchrun's c10d rendezvous)
+    # for this many machines. Which machine is which is not a key of this shared file: it is the
+    # environment variable IMGCLASS_NODE_RANK (0, the default, on the machine that writes the outputs).
+    nnodes: int = Field(1, ge=1)
+    rdzv_endpoint: Optional[str] = None
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _host_and_port(cls, endpoint: Optional[str]) -> Optional[str]:
+        host, _, port = (endpoint or "").rpartition(":")
+        if endpoint is not None and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError("must be host:port, e.g. 10.0.0.1:29400 (the main machine, a port open to the others)")
+        return endpoint
+
+    @model_validator(mode="after")
+    def _endpoint_for_several_nodes(self):
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"rdzv_endpoint is required with nnodes: {self.nnodes} "
+                             "(host:port of the machine with IMGCLASS_NODE_RANK=0)")
+        return self
+
+    @property
+    def processes(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
 
 # --- the whole file ---------------------------------------------------------------------------
@@ -288,11 +312,12 @@ class Params(Section):
                 raise ValueError(f"ensemble.members: unknown model {name!r}; models are {', '.join(self.models)}")
         if self.ensemble.tie_break and self.ensemble.tie_break not in self.ensemble_members:
             raise ValueError(f"ensemble.tie_break: {self.ensemble.tie_break!r} is not an ensemble member")
+        dist = self.distributed
         for name, model in self.models.items():
-            if model.batch_size % self.distributed.nproc_per_node:
+            if model.batch_size % dist.processes:
                 raise ValueError(f"models.{name}.batch_size: {model.batch_size} cannot be split over "
-                                 f"distributed.nproc_per_node={self.distributed.nproc_per_node} processes; "
-                                 "use a multiple of it")
+                                 f"distributed.nproc_per_node={dist.nproc_per_node} x distributed.nnodes="
+                                 f"{dist.nnodes} processes; use a multiple of {dist.processes}")
         if self.scrape.source == "folder":
             missing = [c for c in self.classes if c not in self.scrape.folder.mapping]
             if missing:

@@ -13,6 +13,11 @@ names the experiment (or the workspace), the commit and the params.yaml they ran
 Writes from several processes (`dvc queue start -j 2`) go through `store_lock()`: an exclusive
 file lock beside mlflow.db, so parallel experiments take turns instead of failing with
 "database is locked", plus a retry with backoff for writers outside this module (the UI, the registry).
+
+With a tracking server (MLFLOW_TRACKING_URI=http://...) the server's database orders the writes of
+every machine, so writes take no lock; only creating a pipeline's parent run does, per machine, and
+the parent's key then names the machine and clone: two people running the same commit and params get
+a parent run each instead of sharing (or racing to create) one.
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import getpass
 import hashlib
 import os
 import random
+import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -59,6 +69,11 @@ def tracking_uri(start: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{main_repo_root(start) / 'mlflow.db'}"
 
 
+def is_server(uri: str | None = None) -> bool:
+    """A tracking server: it orders every client's writes in its own database."""
+    return (uri or tracking_uri()).startswith(("http://", "https://"))
+
+
 def artifact_root(start: Path | None = None) -> str:
     return (main_repo_root(start) / "mlartifacts").as_uri()
 
@@ -81,17 +96,30 @@ _held = threading.local()
 
 
 def lock_path(uri: str | None = None) -> Path:
-    """Beside the sqlite file; for a server, one lock per URI in the temp dir (it only orders this
-    machine's stages, e.g. when two of them create the same pipeline's parent run)."""
+    """Beside the sqlite file; otherwise one lock per user and URI in the temp dir (the user's own:
+    a shared /tmp refuses to reopen another user's file)."""
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///") + ".lock")
-    return Path(tempfile.gettempdir()) / f"imgclass-mlflow-{hashlib.sha1(uri.encode()).hexdigest()[:12]}.lock"
+    digest = hashlib.sha1(uri.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"imgclass-mlflow-{os.getuid()}-{digest}.lock"
 
 
 @contextlib.contextmanager
 def store_lock() -> Iterator[None]:
-    """Exclusive across processes; re-entrant within one thread (flock would deadlock on itself)."""
+    """Every write to a local store. None for a server: its database already orders writes, and a
+    lock here would stall this machine's other trainings while one uploads a model."""
+    if is_server():
+        yield
+        return
+    with machine_lock():
+        yield
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """Exclusive across this machine's processes; re-entrant within one thread (flock would deadlock
+    on itself)."""
     if getattr(_held, "depth", 0):
         _held.depth += 1
         try:
@@ -122,12 +150,13 @@ def is_locked_error(exc: BaseException) -> bool:
     return False
 
 
-def locked_write(action: Callable[[], T], attempts: int = 8, first_wait: float = 0.2) -> T:
-    """`action` under the store lock, retried with jittered backoff while sqlite reports a lock held
-    by a process that does not take ours (mlflow ui, imgclass register)."""
+def locked_write(action: Callable[[], T], attempts: int = 8, first_wait: float = 0.2,
+                 lock: Callable[[], contextlib.AbstractContextManager] = store_lock) -> T:
+    """`action` under `lock`, retried with jittered backoff while sqlite reports a lock held by a
+    process that does not take ours (mlflow ui, imgclass register; or a server's own sqlite)."""
     for attempt in range(attempts):
         try:
-            with store_lock():
+            with lock():
                 return action()
         except Exception as exc:
             if attempt == attempts - 1 or not is_locked_error(exc):
@@ -136,14 +165,56 @@ def locked_write(action: Callable[[], T], attempts: int = 8, first_wait: float =
     raise AssertionError("unreachable")
 
 
+# ---------------------------------------------------------------- the store or server
+
+class TrackingUnavailable(SystemExit):
+    """The tracking server cannot be used. A SystemExit, so a stage ends on this one line instead of
+    MLflow retrying for minutes and then printing a long traceback."""
+
+
+SERVER_CHECK_TIMEOUT = 10.0  # seconds: a server that answers at all answers this simple call at once
+
+
+def connect() -> str:
+    """Point MLflow at the store; a server is asked once per process whether it answers."""
+    import mlflow
+
+    uri = tracking_uri()
+    if is_server(uri):
+        check_server(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+@functools.cache
+def check_server(uri: str) -> None:
+    """Raise TrackingUnavailable, naming `uri` and what to do, when the server does not answer or
+    refuses the host name the client uses. Not /health: the server answers that for any host name."""
+    probe = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
+    try:
+        with urllib.request.urlopen(probe, timeout=SERVER_CHECK_TIMEOUT):
+            return
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        if exc.code == 403 and "host" in body.lower():
+            host = urllib.parse.urlsplit(uri).netloc
+            raise TrackingUnavailable(
+                f"MLflow server {uri} refuses the host name {host}: start it with "
+                f"--allowed-hosts {host} (or use a name it allows)") from None
+        return  # it answered: 404 (no experiment yet), 401 (credentials, which MLflow's own calls send)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnavailable(
+            f"MLflow server {uri} does not answer ({reason}): start it, or unset MLFLOW_TRACKING_URI "
+            f"to log to this repository's mlflow.db") from None
+
+
 # ---------------------------------------------------------------- the experiment
 
 def use_experiment() -> str:
     """Point MLflow at the project's store and experiment (artifacts beside the store), created as
     a model-training experiment; returns its id."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     return locked_write(_ensure_training_experiment)
 
 
@@ -183,14 +254,26 @@ def pipeline_run_name() -> str:
 
 def pipeline_run_key(params_file: Path = Path("params.yaml")) -> str:
     """What every stage process of one pipeline run shares. The params digest separates two
-    `dvc repro` runs with different uncommitted params on one commit (MLflow params are write-once)."""
+    `dvc repro` runs with different uncommitted params on one commit (MLflow params are write-once).
+    On a server, the origin separates two clones (two people, CI) running the same commit and params."""
     content = params_file.read_bytes() if params_file.exists() else b""
-    return f"{pipeline_run_name()}/{pipeline_commit()}/{hashlib.sha256(content).hexdigest()[:12]}"
+    key = f"{pipeline_run_name()}/{pipeline_commit()}/{hashlib.sha256(content).hexdigest()[:12]}"
+    return f"{key}/{pipeline_origin()}" if is_server() else key
+
+
+def pipeline_origin() -> str:
+    """`user@host:/path/to/clone`: where a pipeline runs, for the runs of a shared server."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}:{main_repo_root()}"
 
 
 def pipeline_parent_id(experiment_id: str) -> str:
-    """The parent run of this pipeline run: found by its key tag, or created. Under the store lock,
-    so two stages of one run never both create it."""
+    """The parent run of this pipeline run: found by its key tag, or created. Under this machine's
+    lock, also for a server, so two stages of one run never both create it (the key is per machine
+    on a server, so no other machine creates it)."""
     import mlflow
 
     key = pipeline_run_key()
@@ -201,16 +284,17 @@ def pipeline_parent_id(experiment_id: str) -> str:
                                    order_by=["attributes.start_time ASC"], max_results=1)
         if found:
             return found[0].info.run_id
+        origin = {"origin": pipeline_origin()} if is_server() else {}  # whose run, in a team's UI
         run = client.create_run(experiment_id, run_name=pipeline_run_name(),
                                 tags={PIPELINE_TAG: key, "dvc_exp": os.environ.get("DVC_EXP_NAME") or "workspace",
-                                      "git_commit": pipeline_commit(), "mlflow.note.content":
+                                      "git_commit": pipeline_commit(), **origin, "mlflow.note.content":
                                       "One pipeline run: the training runs are nested below; "
                                       "the ensemble's result is logged here."})
         # FINISHED from the start: a pipeline that stops early leaves no run 'running' forever.
         client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id
 
-    return locked_write(find_or_create)
+    return locked_write(find_or_create, lock=machine_lock)
 
 
 def numeric_leaves(metrics: dict) -> dict[str, float]:
@@ -435,7 +519,7 @@ def log_to_run(run_id: str | None, metrics: dict[str, float], artifacts: list[Pa
     import mlflow
     from mlflow.entities import Metric
 
-    mlflow.set_tracking_uri(tracking_uri())
+    connect()
     client = mlflow.MlflowClient()
 
     def log() -> None:
