@@ -45,15 +45,14 @@ def assign_splits(rows: list[dict], cfg: SplitParams, seed: int, previous: dict[
                   keep_last: frozenset[str] = frozenset()) -> dict[str, list[dict]]:
     """rows: dicts with path, label, sha256, group. previous: sha256 -> split of an earlier run made with
     the same seed and shares. keep_last: sha256s that re-balancing moves only when nothing else will do
-    (the images a person relabelled). Returns {split: rows}, every class in every split."""
+    (the images a person relabelled, review's auto-drops spared in test). Returns {split: rows}, every
+    class in every split."""
     counts = Counter(r["label"] for r in rows)
     for label, n in sorted(counts.items()):
         if n < cfg.min_per_class:
             raise SplitError(f"class {label!r} has {n} images, fewer than split.min_per_class="
                              f"{cfg.min_per_class}; collect more images or lower split.min_per_class")
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["group"]].append(row)
+    groups = _by_group(rows)
     place = {g: _starting_place(members, unit_hash(g, seed), cfg, previous or {}) for g, members in groups.items()}
     homes = defaultdict(list)
     for g, members in groups.items():
@@ -70,10 +69,7 @@ def drop_outside_test(rows: list[dict], candidates: set[str], cfg: SplitParams, 
     """(rows kept, candidates dropped, candidates spared): a candidate (review's auto-drop) goes unless its
     group starts in test (see assign_splits), where only a person changes labels. Pass the spared ones
     to assign_splits' keep_last, so that re-balancing moves them out of test only when nothing else will do."""
-    groups = defaultdict(list)
-    for row in rows:
-        groups[row["group"]].append(row)
-    in_test = {g for g, members in groups.items()
+    in_test = {g for g, members in _by_group(rows).items()
                if _starting_place(members, unit_hash(g, seed), cfg, previous or {}) == "test"}
     kept, dropped, spared = [], [], []
     for row in rows:
@@ -85,6 +81,13 @@ def drop_outside_test(rows: list[dict], candidates: set[str], cfg: SplitParams, 
         else:
             dropped.append(row)
     return kept, dropped, spared
+
+
+def _by_group(rows: list[dict]) -> dict[str, list[dict]]:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[row["group"]].append(row)
+    return groups
 
 
 def _starting_place(members: list[dict], u: float, cfg: SplitParams, previous: dict[str, str]) -> str:
