@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 from imgclass import files
-from imgclass.decisions import (APPLIED_FIELDS, LABELS_CSV, DecisionsError, applied_row, apply_decisions,
-                                auto_drop_candidates, read_auto_drops, read_decisions)
+from imgclass.decisions import (APPLIED_FIELDS, LABELS_CSV, DecisionsError, read_auto_drops, read_decisions,
+                                split_with_decisions)
 from imgclass.params import load_params
-from imgclass.split import (ASSIGNMENT, SPLIT_FIELDS, SPLITS, SplitError, assign_splits, assignment_record,
-                            drop_outside_test, previous_assignment, split_changes, split_counts, why_not_resume)
+from imgclass.split import (ASSIGNMENT, SPLIT_FIELDS, SPLITS, SplitError, assignment_record, previous_assignment,
+                            split_changes, split_counts, why_not_resume)
 
 CLEAN, OUT = Path("data/clean"), Path("data/split")
 AUTO_DROPS = Path("data/review/auto_drop.csv")
@@ -24,18 +24,12 @@ def main() -> int:
     restarted = why_not_resume(OUT, params.split, params.seed) if previous else None
     start = {} if restarted else {sha: split for sha, (split, _) in previous.items()}
     try:
-        person, auto = read_decisions(LABELS_CSV, params.classes), read_auto_drops(AUTO_DROPS)
-        rows, applied, decided = apply_decisions(rows, person, auto)
-        candidates = auto_drop_candidates(auto, person)
-        rows, dropped, spared = drop_outside_test(rows, set(candidates), params.split, params.seed, start)
-        relabelled = {r["sha256"] for r in rows if r["label"] != r["original_label"]}
-        splits = assign_splits(rows, params.split, params.seed, start,
-                               keep_last=frozenset(relabelled | {r["sha256"] for r in spared}))
+        splits, applied, decided = split_with_decisions(
+            rows, read_decisions(LABELS_CSV, params.classes), read_auto_drops(AUTO_DROPS), params.split,
+            params.seed, start)
     except (DecisionsError, SplitError) as exc:
         print(f"split: {exc}", file=sys.stderr)
         return 1
-    applied += [applied_row(r, candidates[r["sha256"]]) for r in dropped]
-    decided |= {"auto_dropped": len(dropped), "auto_drops_spared_in_test": len(spared)}
     changes = split_changes(previous, splits, restarted)
     for stale in OUT.glob("*.npy"):  # uint8 caches that earlier versions kept here (data/split persists)
         stale.unlink()

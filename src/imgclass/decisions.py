@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgclass import files
+from imgclass.params import SplitParams
+from imgclass.split import assign_splits, drop_outside_test
 
 LABELS_CSV = Path("labels.csv")
 FIELDS = ["sha256", "action", "new_class", "note"]
@@ -129,3 +131,18 @@ def applied_row(row: dict, decision: Decision) -> dict:
     """reports/decisions.csv's row for one decision applied to one image."""
     return {"sha256": row["sha256"], "path": row["path"], "class": row.get("original_label") or row["label"],
             "action": decision.action, "new_class": decision.new_class, "source": decision.source}
+
+
+def split_with_decisions(rows: list[dict], person: dict[str, Decision], auto: dict[str, Decision],
+                         cfg: SplitParams, seed: int, previous: dict[str, str] | None = None
+                         ) -> tuple[dict[str, list[dict]], list[dict], dict]:
+    """The split stage's whole decision: a person's rows applied to every split, review's auto-drops
+    outside test, then assign_splits with relabelled and spared images moved last. Returns (splits,
+    reports/decisions.csv rows, counts)."""
+    rows, applied, decided = apply_decisions(rows, person, auto)
+    candidates = auto_drop_candidates(auto, person)
+    rows, dropped, spared = drop_outside_test(rows, set(candidates), cfg, seed, previous)
+    relabelled = {r["sha256"] for r in rows if r["label"] != r["original_label"]}
+    splits = assign_splits(rows, cfg, seed, previous, keep_last=frozenset(relabelled | {r["sha256"] for r in spared}))
+    applied += [applied_row(r, candidates[r["sha256"]]) for r in dropped]
+    return splits, applied, decided | {"auto_dropped": len(dropped), "auto_drops_spared_in_test": len(spared)}
