@@ -20,10 +20,10 @@ from PIL import Image
 from skimage import data
 from torchvision.transforms import v2
 
-from imgclass.augment import augmentation
+from imgclass.training.augment import augmentation
 from imgclass.devices import device_name
-from imgclass.params import Augment
-from imgclass.preprocess import Preprocessing
+from imgclass.config.params import Augment
+from imgclass.model.preprocess import Preprocessing
 
 OPTIONS = Augment(random_resized_crop=0.5, hflip=True, rotation=10.0, color_jitter=0.2)
 

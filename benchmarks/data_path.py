@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision import transforms as T
 
-from imgclass import models
-from imgclass.augment import augmentation
+from imgclass.model import models
+from imgclass.training.augment import augmentation
 from imgclass.devices import device_name
-from imgclass.image_cache import CachedImages, write_cache
-from imgclass.params import Augment, ModelParams
-from imgclass.preprocess import Preprocessing
-from imgclass.train import ArrayDataset, Phase, Stepper, make_loader, make_optimizer, make_schedule, param_groups, \
+from imgclass.data.image_cache import CachedImages, write_cache
+from imgclass.config.params import Augment, ModelParams
+from imgclass.model.preprocess import Preprocessing
+from imgclass.training.train import ArrayDataset, Phase, Stepper, make_loader, make_optimizer, make_schedule, param_groups, \
     run_epoch
 
 STAMPS = Path("/usr/share/tuxpaint/stamps")

@@ -4,7 +4,7 @@
 
 Data: Debian's dataset-fashion-mnist idx files. The official 60,000 training images minus a
 stratified 5,000 for validation (which picks the best epoch) train the model; the official 10,000
-test images are only scored, once, at the end. Training goes through the library (`imgclass.train`)
+test images are only scored, once, at the end. Training goes through the library (`imgclass.training.train`)
 with the repository's params.yaml as the base, so what is measured is what the pipeline does.
 Prints a table and one JSON line. Goal: >= 93% test accuracy with training under 10 minutes.
 """
@@ -23,12 +23,12 @@ import yaml
 from PIL import Image
 
 from imgclass import files
-from imgclass.checkpoint import load_trained
+from imgclass.model.checkpoint import load_trained
 from imgclass.devices import device_name
-from imgclass.evaluate import predict_probs
-from imgclass.params import Params, parse_params
-from imgclass.sources.fashion_mnist import CLASSES, find_files, read_idx
-from imgclass.train import train
+from imgclass.evaluation.evaluate import predict_probs
+from imgclass.config.params import Params, parse_params
+from imgclass.data.sources.fashion_mnist import CLASSES, find_files, read_idx
+from imgclass.training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = Path("/usr/share/datasets/fashion-mnist")

@@ -1,4 +1,4 @@
-"""Review (issue 14): does `imgclass.review.find_issues` find injected label noise and off-topic
+"""Review (issue 14): does `imgclass.review.scoring.find_issues` find injected label noise and off-topic
 images, does its auto_drop remove them and little else, does cleaning give back the accuracy the noise
 took, and is it fast enough for the default 10,000 Fashion-MNIST images?
 
@@ -24,7 +24,7 @@ Measured per seed:
 - auto_drop precision and recall against the injected errors for each mode (outliers, label, all)
   at the default thresholds, and a small sweep of the drop thresholds (mode `all`);
 - test accuracy (clean test labels) of efficientnet_lite0 as in examples/own_classes.yaml (cnn_simple
-  left out), trained three ways through `imgclass.train`: noisy, auto-cleaned (`--clean-mode`), clean;
+  left out), trained three ways through `imgclass.training.train`: noisy, auto-cleaned (`--clean-mode`), clean;
 - once: `find_issues` on the default scrape (params.yaml: Fashion-MNIST, 1000 per class, train
   subset) with a cold and a warm embedding cache.
 
@@ -56,11 +56,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from small_data import (EXAMPLE, MAPPING, PRETRAINED, STAMPS, collect_and_validate,  # noqa: E402
                         example_params, train_and_test)
 
-from imgclass import files, sources  # noqa: E402
-from imgclass.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
-from imgclass.sources.fashion_mnist import find_files, read_idx  # noqa: E402
-from imgclass.split import SPLIT_FIELDS, assign_splits  # noqa: E402
-from imgclass.validate import validate_tree  # noqa: E402
+from imgclass import files  # noqa: E402
+
+from imgclass.data import sources
+from imgclass.config.params import Params, ReviewParams, load_params, parse_params  # noqa: E402
+from imgclass.data.sources.fashion_mnist import find_files, read_idx  # noqa: E402
+from imgclass.data.split import SPLIT_FIELDS, assign_splits  # noqa: E402
+from imgclass.data.validate import validate_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "review.json"
@@ -165,7 +167,7 @@ def injected(pool: list[dict]) -> set[int]:
 
 def run_review(pool: list[dict], cfg: ReviewParams, cache_dir: Path, classes: list[str] = CLASSES):
     """find_issues on the pool as the review stage calls it; (result, seconds)."""
-    from imgclass.review import find_issues
+    from imgclass.review.scoring import find_issues
 
     started = time.perf_counter()
     result = find_issues([Path(p["file"]) for p in pool], [p["label"] for p in pool], [p["sha256"] for p in pool],
@@ -233,7 +235,7 @@ def review_seed(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
 
 def dropped_by(result, base: ReviewParams, **update) -> set[int]:
     """The indices the library's `choose_auto_drop` removes from `result`'s issues with `update` applied."""
-    from imgclass.review import choose_auto_drop
+    from imgclass.review.scoring import choose_auto_drop
 
     return {int(r["index"]) for r in choose_auto_drop(result.issues, base.model_copy(update=update))}
 
@@ -255,8 +257,8 @@ def score_quantiles(result, pool: list[dict]) -> dict:
 def plain_baseline(pool: list[dict], base: ReviewParams, cache_dir: Path) -> dict:
     """Issue 14's reference on the same pool: the same cached frozen features, 5-fold logistic
     regression, cleanlab's find_label_issues; ranked by p(given class)."""
-    from imgclass.embeddings import BackboneSpec, embed_images
-    from imgclass.review import label_scores, out_of_sample_probabilities
+    from imgclass.review.embeddings import BackboneSpec, embed_images
+    from imgclass.review.scoring import label_scores, out_of_sample_probabilities
 
     cfg = base.model_copy(update={"classifier": "logistic", "folds": 5})
     features = embed_images([Path(p["file"]) for p in pool], [p["sha256"] for p in pool],
@@ -367,7 +369,7 @@ def time_default_scrape(work: Path) -> dict:
 
 def would_drop(result, cfg: ReviewParams) -> dict[str, int]:
     """How many images each auto_drop mode would remove from this data at the default thresholds."""
-    from imgclass.review import choose_auto_drop
+    from imgclass.review.scoring import choose_auto_drop
 
     return {mode: len(choose_auto_drop(result.issues, cfg.model_copy(update={"auto_drop": mode}))) for mode in MODES}
 

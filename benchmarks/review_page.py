@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from chromium import CHROMIUM, NO_NETWORK, Chromium  # noqa: E402
 
-from imgclass import review_page  # noqa: E402
+from imgclass.review import review_page  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "review_page.json"
 CLASSES = ["cats", "dogs", "birds", "fish", "horses", "cars", "bikes", "boats", "trees", "flowers"]

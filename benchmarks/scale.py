@@ -317,8 +317,8 @@ def run_measured(cmd: list[str], repo: Path, log: Path) -> dict:
 DECODE_SPLITS = """
 import json, time
 from pathlib import Path
-from imgclass.image_cache import load_split
-from imgclass.params import load_params
+from imgclass.data.image_cache import load_split
+from imgclass.config.params import load_params
 params, started = load_params(), time.perf_counter()
 rows = sum(len(load_split(Path("data/split"), s, list(params.classes), params.image_size)[1])
            for s in ("train", "val", "test"))

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the te
 
 from httpserver import LocalServer, distinct_jpegs, image  # noqa: E402
 
-from imgclass.params import Download  # noqa: E402
-from imgclass.sources.download import Job, download_all  # noqa: E402
+from imgclass.config.params import Download  # noqa: E402
+from imgclass.data.sources.download import Job, download_all  # noqa: E402
 
 GOAL_SPEEDUP = 5.0
 

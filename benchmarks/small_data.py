@@ -28,15 +28,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from imgclass import files, sources
-from imgclass.checkpoint import load_trained
+from imgclass import files
+
+from imgclass.data import sources
+from imgclass.model.checkpoint import load_trained
 from imgclass.devices import device_name
-from imgclass.evaluate import predict_probs
-from imgclass.image_cache import load_split
-from imgclass.params import Params, parse_params
-from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits
-from imgclass.train import train
-from imgclass.validate import validate_tree
+from imgclass.evaluation.evaluate import predict_probs
+from imgclass.data.image_cache import load_split
+from imgclass.config.params import Params, parse_params
+from imgclass.data.split import SPLIT_FIELDS, SPLITS, assign_splits
+from imgclass.training.train import train
+from imgclass.data.validate import validate_tree
 from tuxpaint_photos import MAPPING, STAMPS
 
 REPO = Path(__file__).resolve().parents[1]

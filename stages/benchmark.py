@@ -3,9 +3,11 @@
 import sys
 from pathlib import Path
 
-from imgclass import benchmark, files
-from imgclass.params import load_params
-from imgclass.image_cache import load_split
+from imgclass.benchmarking import benchmark
+
+from imgclass import files
+from imgclass.config.params import load_params
+from imgclass.data.image_cache import load_split
 
 
 def main() -> int:

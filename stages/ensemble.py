@@ -3,9 +3,11 @@
 import sys
 from pathlib import Path
 
-from imgclass import ensemble_report, tracking, training_curves
-from imgclass.ensemble import EnsembleError
-from imgclass.params import load_params
+from imgclass.evaluation import ensemble_report
+
+from imgclass.tracking import mlflow_runs, training_curves
+from imgclass.evaluation.ensemble import EnsembleError
+from imgclass.config.params import load_params
 
 
 def main() -> int:
@@ -20,7 +22,7 @@ def main() -> int:
     print(ensemble_report.table(result))
     # every model's validation curves in one table: dvc.yaml's plots draw a line per model from it
     training_curves.write_curves(list(params.models), Path("dvclive"), Path("plots/compare/curves.csv"))
-    tracking.log_pipeline_result(result.record(), [Path("plots/ensemble/comparison.png")])
+    mlflow_runs.log_pipeline_result(result.record(), [Path("plots/ensemble/comparison.png")])
     return 0
 
 

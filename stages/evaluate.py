@@ -3,9 +3,11 @@
 import sys
 from pathlib import Path
 
-from imgclass import evaluation_report, tracking
+from imgclass.evaluation import evaluation_report
+
+from imgclass.tracking import mlflow_runs
 from imgclass.devices import resolve_device
-from imgclass.params import load_params
+from imgclass.config.params import load_params
 
 
 def main(name: str) -> int:
@@ -14,7 +16,7 @@ def main(name: str) -> int:
         name, Path("models") / name / "model.pt", Path("data/split"), plots_dir=Path("plots/eval") / name,
         preds_path=Path("data/preds") / f"{name}.npz", metrics_path=Path("metrics/eval") / f"{name}.json",
         device=resolve_device(params.device), seed=params.seed)
-    tracking.log_to_run(report.mlflow_run_id, report.tracked_metrics(), report.artifacts)
+    mlflow_runs.log_to_run(report.mlflow_run_id, report.tracked_metrics(), report.artifacts)
     print(report.summary_line())
     return 0
 

@@ -4,7 +4,9 @@ only where the machine differs from the one recorded."""
 
 import sys
 
-from imgclass import files, machine
+from imgclass import files
+
+from imgclass.benchmarking import machine
 
 
 def main() -> int:

@@ -1,14 +1,16 @@
 """Stage review: out-of-sample checks of data/clean (wrong labels, off-topic, near-duplicates, low
-quality) -> data/review/{issues,auto_drop}.csv, metrics/review.json, plots/review/{index.html,summary.png}."""
+quality) -> data/review/{issues,auto_drop}.csv, metrics/scoring.json, plots/review/{index.html,summary.png}."""
 
 import sys
 import time
 from pathlib import Path
 
-from imgclass import files, review, review_report
+from imgclass import files
+
+from imgclass.review import scoring, review_report
 from imgclass.devices import resolve_device
-from imgclass.models import WeightsUnavailable
-from imgclass.params import load_params
+from imgclass.model.models import WeightsUnavailable
+from imgclass.config.params import load_params
 
 CLEAN = Path("data/clean")
 
@@ -31,22 +33,22 @@ def main() -> int:
     groups = [row["group"] or row["sha256"] for row in rows]  # validate's near-duplicate group; empty: alone
     images = [CLEAN / p for p in paths]
     try:
-        result = review.find_issues(images, labels, sha256s, params.classes, params.review,
+        result = scoring.find_issues(images, labels, sha256s, params.classes, params.review,
                                     Path("data/embeddings"), resolve_device(params.device).type, params.seed,
                                     groups)
     except (WeightsUnavailable, ValueError, RuntimeError) as exc:  # offline weights, bad data, device
         print(f"review: {exc}", file=sys.stderr)
         return 1
     review_report.write_tables(Path("data/review"), result, paths, labels, sha256s)
-    files.write_json("metrics/review.json", review_report.metrics(result))  # images flagged
-    files.write_json("reports/review.json", review_report.report(result))  # by issue, by class, auto-dropped
+    files.write_json("metrics/scoring.json", review_report.metrics(result))  # images flagged
+    files.write_json("reports/scoring.json", review_report.report(result))  # by issue, by class, auto-dropped
     review_report.write_page(Path("plots/review/index.html"), result, images, paths, params.classes)
     review_report.summary_png(result, params.classes, Path("plots/review/summary.png"))
     print(summary_line(result, params.review.auto_drop, time.perf_counter() - start))
     return 0
 
 
-def summary_line(result: review.ReviewResult, auto_drop_mode: str, total_seconds: float) -> str:
+def summary_line(result: scoring.ReviewResult, auto_drop_mode: str, total_seconds: float) -> str:
     """review: 2000 images; issues: label 12, outlier 3, ...; 20 more below threshold; auto_drop (none) 0;
     embedded 2000; embed 30.1 s, ..."""
     summary = result.summary

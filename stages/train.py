@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imgclass import distributed, files
-from imgclass.params import load_params
+from imgclass.training import distributed
+
+from imgclass import files
+from imgclass.config.params import load_params
 from imgclass.plots import training_curves_png
-from imgclass.train import train
+from imgclass.training.train import train
 
 
 def main(name: str) -> int:

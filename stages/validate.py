@@ -4,8 +4,10 @@
 import sys
 from pathlib import Path
 
-from imgclass import files, validate
-from imgclass.params import load_params
+from imgclass import files
+
+from imgclass.data import validate
+from imgclass.config.params import load_params
 
 
 def main() -> int:

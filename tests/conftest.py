@@ -49,8 +49,9 @@ def tiny_params_dict(**overrides) -> dict:
 
 def make_split(params, root: Path) -> Path:
     """root/clean (PNGs) and root/split (CSVs), as the validate and split stages write them."""
-    from imgclass import files, sources
-    from imgclass.split import SPLIT_FIELDS, SPLITS, assign_splits
+    from imgclass import files
+    from imgclass.data import sources
+    from imgclass.data.split import SPLIT_FIELDS, SPLITS, assign_splits
 
     rows = sources.collect(params, root / "clean")  # small PNGs: their working copies would be identical
     split_rows = [{"path": r["path"], "label": r["class"], "sha256": r["sha256"], "group": r["sha256"]} for r in rows]
@@ -64,7 +65,7 @@ def make_split(params, root: Path) -> Path:
 def fashion_split(tmp_path_factory):
     """(params, split_dir): 4 Fashion-MNIST classes x 60 images, split and cached at 28 px."""
     require_fashion()
-    from imgclass.params import parse_params
+    from imgclass.config.params import parse_params
 
     params = parse_params(tiny_params_dict())
     return params, make_split(params, tmp_path_factory.mktemp("fashion"))

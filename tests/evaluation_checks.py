@@ -4,7 +4,7 @@ they are about: the saved probabilities (data/preds/NAME.npz) and the labels of 
     assert_report_matches_predictions(plots/eval/NAME, data/preds/NAME.npz, data/split, classes,
                                       checkpoint=models/NAME/model.pt, headline=metrics/eval/NAME.json)
 
-Nothing here calls imgclass.evaluate or sklearn: a wrong formula there cannot agree with itself here.
+Nothing here calls imgclass.evaluation.evaluate or sklearn: a wrong formula there cannot agree with itself here.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from imgclass.params import Params, ScrapeParams
+from imgclass.config.params import Params, ScrapeParams
 
 Responder = Callable[[BaseHTTPRequestHandler, int], None]
 

@@ -1,6 +1,6 @@
 """A corpus of odd, broken and awkward image files, made with numpy + Pillow (no downloads).
 
-`odd_files()` lists each kind with the status and reason `imgclass.images` must give it;
+`odd_files()` lists each kind with the status and reason `imgclass.data.images` must give it;
 `write_corpus(folder)` writes them; `photo(seed)` draws a real-looking picture (gradient sky,
 shapes, texture) so that perceptual hashes behave as they do on photographs.
 """

@@ -5,9 +5,9 @@ import pytest
 import torch
 from skimage import data
 
-from imgclass.augment import augmentation
-from imgclass.params import Augment
-from imgclass.preprocess import Preprocessing
+from imgclass.training.augment import augmentation
+from imgclass.config.params import Augment
+from imgclass.model.preprocess import Preprocessing
 
 SIZE = 48
 

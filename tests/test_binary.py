@@ -15,10 +15,11 @@ from sklearn.metrics import roc_auc_score
 
 from conftest import REPO, make_split, require_fashion, tiny_params_dict
 from evaluation_checks import assert_png_figure, assert_report_matches_predictions, average_precision
-from imgclass import cli, explain, files
-from imgclass.checkpoint import load_trained
-from imgclass.evaluate import classification_metrics, predict_probs
-from imgclass.image_cache import load_split
+from imgclass import cli, files
+from imgclass.evaluation import explain
+from imgclass.model.checkpoint import load_trained
+from imgclass.evaluation.evaluate import classification_metrics, predict_probs
+from imgclass.data.image_cache import load_split
 
 PAIR = ["sneaker", "bag"]  # classes[1] = "bag" is the positive class
 MEMBERS = {"a": {"arch": "cnn_simple", "epochs": 8, "batch_size": 16, "lr": 0.01},
@@ -41,8 +42,8 @@ def project(tmp_path_factory):
     """A project folder after train@a, train@b, evaluate@a, evaluate@b and ensemble on sneaker vs bag;
     the working directory stays inside it."""
     require_fashion()
-    from imgclass.params import parse_params
-    from imgclass.train import train
+    from imgclass.config.params import parse_params
+    from imgclass.training.train import train
 
     root = tmp_path_factory.mktemp("binary")
     raw = binary_params_dict()
@@ -126,7 +127,7 @@ def test_ensemble_stage_chooses_the_vote_on_validation(project):
 
 def test_predict_and_export_with_two_classes(project, tmp_path):
     ort = pytest.importorskip("onnxruntime")
-    from imgclass.export import export_model
+    from imgclass.serving.export import export_model
 
     rows = files.read_csv(project / "data" / "split" / "test.csv")[:4]
     pngs = [project / "data" / "clean" / r["path"] for r in rows]
@@ -149,8 +150,10 @@ def test_predict_and_export_with_two_classes(project, tmp_path):
 def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
     import mlflow
 
-    from imgclass import ensemble, registry
-    from imgclass.evaluate import SavedPredictions
+    from imgclass.evaluation import ensemble
+
+    from imgclass.serving import registry
+    from imgclass.evaluation.evaluate import SavedPredictions
 
     version = registry.register("ensemble", "binary-test")
     loaded = mlflow.pyfunc.load_model(registry.registered_uri(version))
@@ -166,9 +169,9 @@ def test_registered_binary_ensemble_predicts_like_the_evaluated_vote(project):
 
 
 def test_benchmark_and_lr_find_run_with_two_classes(project, tmp_path):
-    from imgclass import benchmark
-    from imgclass.lr_find import suggest
-    from imgclass.params import load_params
+    from imgclass.benchmarking import benchmark
+    from imgclass.training.lr_find import suggest
+    from imgclass.config.params import load_params
 
     params = load_params(project / "params.yaml")
     images, labels = load_split(project / "data" / "split", "train", PAIR, params.image_size)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from conftest import make_split, require_fashion, tiny_params_dict
-from imgclass.checkpoint import load_trained
-from imgclass.losses import fit_temperature
-from imgclass.lr_find import lr_range_test
-from imgclass.params import parse_params
-from imgclass.preprocess import Preprocessing, logits_to_probabilities
-from imgclass.image_cache import load_split
-from imgclass.train import train
+from imgclass.model.checkpoint import load_trained
+from imgclass.training.losses import fit_temperature
+from imgclass.training.lr_find import lr_range_test
+from imgclass.config.params import parse_params
+from imgclass.model.preprocess import Preprocessing, logits_to_probabilities
+from imgclass.data.image_cache import load_split
+from imgclass.training.train import train
 
 PAIR = ["sneaker", "bag"]
 
@@ -106,9 +106,9 @@ def test_one_logit_probabilities_are_its_sigmoid_and_one_minus_it(trained):
 
 
 def test_one_logit_predict_and_export_agree_and_feed_the_soft_vote(trained, pair_split, tmp_path):
-    from imgclass.ensemble import apply_vote
-    from imgclass.evaluate import predict_probs
-    from imgclass.export import export_model
+    from imgclass.evaluation.ensemble import apply_vote
+    from imgclass.evaluation.evaluate import predict_probs
+    from imgclass.serving.export import export_model
 
     ort = pytest.importorskip("onnxruntime")
     _, split_dir = pair_split
@@ -130,7 +130,7 @@ def test_one_logit_predict_and_export_agree_and_feed_the_soft_vote(trained, pair
 
 
 def test_one_logit_needs_two_classes():
-    from imgclass.models import build_model
+    from imgclass.model.models import build_model
 
     with pytest.raises(ValueError, match="one_logit needs exactly 2 classes, not 3"):
         build_model("cnn_simple", 3, binary_head="one_logit")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgclass.compare import render, rows_from_show
+from imgclass.tracking.compare import render, rows_from_show
 
 
 def metrics_entry(members: dict[str, float], votes: dict[str, float], seconds: float, chosen: str = "soft_vote"):
@@ -102,7 +102,7 @@ def test_older_metrics_files_give_the_same_row():
 
 
 def test_long_params_break_after_dots_and_equals():
-    from imgclass.compare import pack
+    from imgclass.tracking.compare import pack
 
     lines = pack(["efficientnet_lite0.augment.hflip=True", "seed=7"], 20)
     assert lines == ["efficientnet_lite0.", "augment.hflip=True", "seed=7"]

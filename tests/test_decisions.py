@@ -11,10 +11,10 @@ from PIL import Image
 
 from conftest import tiny_params_dict
 from imgclass import files
-from imgclass.decisions import (Decision, DecisionsError, apply_decisions, auto_drop_candidates, read_auto_drops,
+from imgclass.data.decisions import (Decision, DecisionsError, apply_decisions, auto_drop_candidates, read_auto_drops,
                                 read_decisions)
-from imgclass.split import SPLITS
-from imgclass.validate import REPORT_COLUMNS
+from imgclass.data.split import SPLITS
+from imgclass.data.validate import REPORT_COLUMNS
 from test_split import run_split_stage
 
 CLASSES = ["cat", "dog"]

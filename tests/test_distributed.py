@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_params_dict
-from imgclass.distributed import World, backend_for
-from imgclass.params import ParamsError, parse_params
+from imgclass.training.distributed import World, backend_for
+from imgclass.config.params import ParamsError, parse_params
 
 GLOBAL_BATCH = 32
 

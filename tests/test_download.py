@@ -14,10 +14,10 @@ from PIL import Image
 
 from httpserver import (LocalServer, distinct_jpegs, dropped, image, jpeg_bytes, oversized, redirect, send, sequence,
                         stall, status, trickle)
-from imgclass.params import Download
-from imgclass.sources.download import (Job, Journal, download_all, download_class, fetch_image, remove_temp_files,
+from imgclass.config.params import Download
+from imgclass.data.sources.download import (Job, Journal, download_all, download_class, fetch_image, remove_temp_files,
                                        retry_after_seconds)
-from imgclass.sources.retry import backoff_delay
+from imgclass.data.sources.retry import backoff_delay
 from odd_images import encode, photo, png_bomb, webp_bomb
 
 # Bomb files legitimately make Pillow warn before we reject them.

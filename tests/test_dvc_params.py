@@ -9,8 +9,8 @@ import sys
 import yaml
 
 from conftest import REPO
-from imgclass.dvc_params import declared_keys, fill_missing, missing_keys
-from imgclass.params import load_params
+from imgclass.config.dvc_params import declared_keys, fill_missing, missing_keys
+from imgclass.config.params import load_params
 
 MINIMAL = """\
 # my two classes

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from imgclass.ensemble import compare, hard_vote, oracle_accuracy, soft_vote, weighted_vote
-from imgclass.evaluate import classification_metrics, expected_calibration_error, most_confused, report_table
+from imgclass.evaluation.ensemble import compare, hard_vote, oracle_accuracy, soft_vote, weighted_vote
+from imgclass.evaluation.evaluate import classification_metrics, expected_calibration_error, most_confused, report_table
 
 
 def one_hot_probs(preds, n_classes=3, confidence=0.8):
@@ -90,7 +90,7 @@ def test_binary_metrics_report_auc_and_threshold_and_no_top_k():
 
 
 def test_top_k_is_reported_only_below_the_number_of_classes():
-    from imgclass.evaluate import top_k_metrics
+    from imgclass.evaluation.evaluate import top_k_metrics
 
     y = np.array([0, 1, 2, 3])
     probs = np.array([[0.5, 0.3, 0.15, 0.05]] * 4)  # ranks: class 0, 1, 2, 3
@@ -101,14 +101,14 @@ def test_top_k_is_reported_only_below_the_number_of_classes():
 
 
 def saved(val_preds, val_labels, test_preds, test_labels, n_classes=3, sha="0" * 64):
-    from imgclass.evaluate import SavedPredictions
+    from imgclass.evaluation.evaluate import SavedPredictions
 
     return SavedPredictions([f"c{i}" for i in range(n_classes)], one_hot_probs(val_preds, n_classes),
                             np.array(val_labels), one_hot_probs(test_preds, n_classes), np.array(test_labels), sha)
 
 
 def test_every_ensemble_choice_is_made_on_validation_not_test():
-    from imgclass.ensemble import evaluate_ensemble
+    from imgclass.evaluation.ensemble import evaluate_ensemble
 
     # On validation, b is the best member and the hard vote wins (b breaks the three-way tie);
     # on test, a is the best member. Choices must follow validation.
@@ -133,7 +133,7 @@ def test_every_ensemble_choice_is_made_on_validation_not_test():
 
 
 def test_vote_choice_prefers_soft_on_a_tie_and_a_single_member_equals_its_votes():
-    from imgclass.ensemble import choose_vote, evaluate_ensemble
+    from imgclass.evaluation.ensemble import choose_vote, evaluate_ensemble
 
     assert choose_vote({"hard_vote": 0.9, "soft_vote": 0.9, "weighted_vote": 0.9}) == "soft_vote"
     assert choose_vote({"hard_vote": 0.95, "soft_vote": 0.9, "weighted_vote": 0.9}) == "hard_vote"
@@ -143,7 +143,7 @@ def test_vote_choice_prefers_soft_on_a_tie_and_a_single_member_equals_its_votes(
 
 
 def test_apply_vote_scores_and_the_hard_vote_tie_break():
-    from imgclass.ensemble import EnsembleSpec
+    from imgclass.evaluation.ensemble import EnsembleSpec
 
     probs = np.stack([one_hot_probs([0], 3, 0.9), one_hot_probs([1], 3, 0.6)])
     hard = EnsembleSpec(["a", "b"], "hard_vote", "b", [1.0, 1.0])
@@ -157,7 +157,7 @@ def test_apply_vote_scores_and_the_hard_vote_tie_break():
 def test_roc_and_pr_curves_for_two_and_for_more_classes():
     from sklearn.metrics import roc_auc_score
 
-    from imgclass.evaluate import curve_area, roc_pr_curves
+    from imgclass.evaluation.evaluate import curve_area, roc_pr_curves
 
     y = np.array([0, 0, 0, 1, 1, 1])
     p1 = np.array([0.1, 0.4, 0.7, 0.35, 0.8, 0.9])
@@ -175,10 +175,11 @@ def test_roc_and_pr_curves_for_two_and_for_more_classes():
 
 def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tmp_path):
     from evaluation_checks import assert_png_figure, assert_report_matches_predictions
-    from imgclass import evaluation_report, files
-    from imgclass.checkpoint import load_trained
-    from imgclass.evaluate import predict_probs
-    from imgclass.image_cache import load_split
+    from imgclass.evaluation import evaluation_report
+    from imgclass import files
+    from imgclass.model.checkpoint import load_trained
+    from imgclass.evaluation.evaluate import predict_probs
+    from imgclass.data.image_cache import load_split
     from test_predict import train_tiny
 
     params, split_dir = fashion_split
@@ -214,7 +215,9 @@ def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, 
 def test_training_curves_are_one_long_table_of_every_model_and_epoch(tmp_path):
     from dvclive import Live
 
-    from imgclass import files, training_curves
+    from imgclass import files
+
+    from imgclass.tracking import training_curves
 
     for model, accuracies in (("b", [0.5, 0.7]), ("a", [0.4, 0.6, 0.8])):
         live = Live(dir=str(tmp_path / "dvclive" / model), dvcyaml=False, save_dvc_exp=False, report=None)

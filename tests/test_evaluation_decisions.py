@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from imgclass import files
-from imgclass.evaluation_report import decisions_on_test
-from imgclass.split import SPLIT_FIELDS
+from imgclass.evaluation.evaluation_report import decisions_on_test
+from imgclass.data.split import SPLIT_FIELDS
 
 
 def test_relabelled_test_images_are_counted_and_scored_on_both_labels(tmp_path):

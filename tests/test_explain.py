@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from imgclass import explain, models
-from imgclass.evaluate import predict_probs
-from imgclass.preprocess import Preprocessing
-from imgclass.image_cache import load_split
+from imgclass.evaluation import explain
+
+from imgclass.model import models
+from imgclass.evaluation.evaluate import predict_probs
+from imgclass.model.preprocess import Preprocessing
+from imgclass.data.image_cache import load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from imgclass import cli, files
-from imgclass.checkpoint import load_trained
-from imgclass.evaluate import predict_probs
-from imgclass.export import OPSET, export_model, sidecar_path
-from imgclass.preprocess import Preprocessing
+from imgclass.model.checkpoint import load_trained
+from imgclass.evaluation.evaluate import predict_probs
+from imgclass.serving.export import OPSET, export_model, sidecar_path
+from imgclass.model.preprocess import Preprocessing
 from test_predict import split_images, train_tiny
 
 onnx = pytest.importorskip("onnx")
@@ -85,7 +85,7 @@ def test_exported_probabilities_follow_the_saved_output_side(trained, tmp_path):
     """A model trained for per-class sigmoids with a fitted temperature exports those probabilities."""
     from dataclasses import replace
 
-    from imgclass.checkpoint import save_checkpoint
+    from imgclass.model.checkpoint import save_checkpoint
 
     checkpoint, x, softmax_probs = trained
     model, meta, prep = load_trained(checkpoint)

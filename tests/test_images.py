@@ -1,4 +1,4 @@
-"""imgclass.images: decoding one file (load_rgb, decoded), the sniffer and bomb guard, hashing."""
+"""imgclass.data.images: decoding one file (load_rgb, decoded), the sniffer and bomb guard, hashing."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from imgclass.images import (
+from imgclass.data.images import (
     REASONS, ImageRejected, check_pixel_count, decoded, load_rgb, perceptual_hash, sha256_of_file, sha256_of_pixels,
     sniff_format,
 )
-from imgclass.params import ValidateParams
+from imgclass.config.params import ValidateParams
 from odd_images import FIRST, LATER, WHITE, cut, encode, encoder_missing, odd_files, photo, png_bomb, webp_bomb
 
 # Bomb files legitimately make Pillow warn before we reject them.

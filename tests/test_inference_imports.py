@@ -18,12 +18,12 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_block_itself_works():
-    proc = run_python("import imgclass.augment")
+    proc = run_python("import imgclass.training.augment")
     assert proc.returncode != 0 and "kornia is blocked" in proc.stderr
 
 
 def test_inference_modules_import_without_kornia():
-    proc = run_python("import imgclass.predict, imgclass.checkpoint, imgclass.evaluate, imgclass.preprocess\n"
+    proc = run_python("import imgclass.serving.predict, imgclass.model.checkpoint, imgclass.evaluation.evaluate, imgclass.model.preprocess\n"
                       "assert not any(m == 'kornia' or m.startswith('kornia.') for m in sys.modules)\n"
                       "print('ok')")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgclass.losses import LOSSES, balanced_class_weights, make_loss
+from imgclass.training.losses import LOSSES, balanced_class_weights, make_loss
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

@@ -2,7 +2,7 @@ import json
 import math
 
 from evaluation_checks import assert_png_figure
-from imgclass.lr_find import lr_range_test, plot, suggest
+from imgclass.training.lr_find import lr_range_test, plot, suggest
 
 
 def test_suggestion_is_at_the_steepest_descent():

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_params_dict
-from imgclass import machine
+from imgclass.benchmarking import machine
 from imgclass.devices import available
 from scratch_repo import make_repo, ran_stages, run
 
@@ -42,7 +42,7 @@ def test_the_stage_imports_torch_only_where_a_gpu_may_be(tmp_path):
                           capture_output=True, text=True, timeout=300, check=True)
     assert json.loads((tmp_path / "reports" / "machine.json").read_text()) == machine.describe()
     modules = imported_modules(proc.stderr)
-    assert "imgclass.machine" in modules  # the log is the stage's own
+    assert "imgclass.benchmarking.machine" in modules  # the log is the stage's own
     assert ("torch" in modules) == machine.may_have_accelerator()  # False on a Linux box with no GPU driver
 
 

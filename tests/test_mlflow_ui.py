@@ -24,7 +24,7 @@ from PIL import Image
 
 from chromium import CHROMIUM, Chromium, free_port
 from conftest import REPO, require
-from imgclass import tracking
+from imgclass.tracking import mlflow_runs
 
 SCREENSHOT_COPY = Path("/tmp/mlflow_ui.png")
 ENSEMBLE = {"accuracy": 0.875, "chosen_vote": "soft_vote",
@@ -48,14 +48,14 @@ def build_store(project: Path) -> tuple[str, str]:
         rows = [f"{c}/{i}.png,{c},{c}{i},{c}{i}" for c in ("bag", "dress") for i in range(n)]
         (split / f"{name}.csv").write_text("\n".join(["path,label,sha256,group", *rows]) + "\n")
     for model in ("cnn_a", "cnn_b"):
-        tracker = tracking.Tracker(model, {"lr": 0.01}, project / "dvclive" / model, split_dir=split)
+        tracker = mlflow_runs.Tracker(model, {"lr": 0.01}, project / "dvclive" / model, split_dir=split)
         for epoch in range(3):
             tracker.log_epoch(epoch, {"train_loss": 1 / (epoch + 1), "val_accuracy": 0.5 + epoch / 10})
         tracker.close()
-        tracking.log_to_run(tracker.run.info.run_id, {"test_accuracy": ENSEMBLE["test_accuracy"][model]}, [])
+        mlflow_runs.log_to_run(tracker.run.info.run_id, {"test_accuracy": ENSEMBLE["test_accuracy"][model]}, [])
     plot = project / "comparison.png"
     Image.new("RGB", (64, 32), "white").save(plot)
-    parent_id = tracking.log_pipeline_result(ENSEMBLE, [plot])
+    parent_id = mlflow_runs.log_pipeline_result(ENSEMBLE, [plot])
     import mlflow
 
     parent = mlflow.MlflowClient().get_run(parent_id)
@@ -98,7 +98,7 @@ def ui(tmp_path, monkeypatch, needs_tools):
     """(base URL, experiment id, pipeline run name): `make ui` serving a store built in a project."""
     enter_project(tmp_path / "project", monkeypatch)
     experiment_id, run_name = build_store(tmp_path / "project")
-    with make_ui(tracking.tracking_uri(), tmp_path / "served-artifacts", tmp_path / "ui.log") as url:
+    with make_ui(mlflow_runs.tracking_uri(), tmp_path / "served-artifacts", tmp_path / "ui.log") as url:
         yield url, experiment_id, run_name
 
 

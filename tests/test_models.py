@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from imgclass import models
-from imgclass.models import ARCHITECTURES, WeightsUnavailable, build_model
+from imgclass.model import models
+from imgclass.model.models import ARCHITECTURES, WeightsUnavailable, build_model
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -46,7 +46,7 @@ def test_offline_efficientnet_lite0_weights_see_a_cat():
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    from imgclass.preprocess import Preprocessing
+    from imgclass.model.preprocess import Preprocessing
 
     model = models._efficientnet_lite0(pretrained=True, dropout=0.0).eval()
     prep = Preprocessing(image_size=224, input_size=224)

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from conftest import REPO, tiny_params_dict
-from imgclass.distributed import World, torchrun_command
-from imgclass.params import ParamsError, parse_params
+from imgclass.training.distributed import World, torchrun_command
+from imgclass.config.params import ParamsError, parse_params
 from test_distributed import epoch_metric, project, run_train_stage
 
 MODEL = {"arch": "cnn_simple", "epochs": 2, "lr": 0.01, "dropout": 0.0}

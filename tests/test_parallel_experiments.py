@@ -79,7 +79,7 @@ def test_both_queued_experiments_land_complete_in_the_main_store(repo):
 
 
 def test_compare_prints_both_experiments_within_120_columns(repo):
-    proc = subprocess.run([sys.executable, "-m", "imgclass.compare"], cwd=repo, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "imgclass.tracking.compare"], cwd=repo, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from conftest import tiny_params_dict
-from imgclass.params import ParamsError, load_params, parse_params
+from imgclass.config.params import ParamsError, load_params, parse_params
 
 
 def error_of(raw: dict) -> str:

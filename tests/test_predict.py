@@ -9,13 +9,15 @@ import yaml
 from PIL import Image
 
 from conftest import tiny_params_dict
-from imgclass import cli, ensemble_report, files, models
-from imgclass.checkpoint import load_trained, save_checkpoint
-from imgclass.ensemble import EnsembleSpec
-from imgclass.evaluate import SavedPredictions, file_sha256, predict_probs
-from imgclass.predict import PredictError, expand_paths, predict_paths, resolve_checkpoints
-from imgclass.image_cache import load_split
-from imgclass.train import train
+from imgclass import cli, files
+from imgclass.evaluation import ensemble_report
+from imgclass.model import models
+from imgclass.model.checkpoint import load_trained, save_checkpoint
+from imgclass.evaluation.ensemble import EnsembleSpec
+from imgclass.evaluation.evaluate import SavedPredictions, file_sha256, predict_probs
+from imgclass.serving.predict import PredictError, expand_paths, predict_paths, resolve_checkpoints
+from imgclass.data.image_cache import load_split
+from imgclass.training.train import train
 from test_train import with_model
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from imgclass.sources.preview import CELL_INCHES, save_sample_grid
+from imgclass.data.sources.preview import CELL_INCHES, save_sample_grid
 
 
 def save_png(path: Path, color, size=(40, 30)) -> None:

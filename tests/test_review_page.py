@@ -24,8 +24,8 @@ from PIL import Image
 
 from chromium import CHROMIUM, NO_NETWORK, Chromium, wait_for_file
 from conftest import REPO, TUXPAINT, require, require_tuxpaint
-from imgclass import review_page
-from imgclass.review_page import ISSUES, THUMBNAIL_PX, write_review_page
+from imgclass.review import review_page
+from imgclass.review.review_page import ISSUES, THUMBNAIL_PX, write_review_page
 
 MAMMALS = TUXPAINT / "animals" / "mammals"
 # A class name that needs quoting in CSV and escaping in HTML.

@@ -26,9 +26,9 @@ from PIL import Image
 from conftest import TUXPAINT, require_fashion, require_tuxpaint
 from evaluation_checks import assert_png_figure, assert_report_matches_predictions
 from imgclass.files import read_csv
-from imgclass.image_cache import load_split
-from imgclass.images import load_rgb, sha256_of_pixels
-from imgclass.params import ValidateParams
+from imgclass.data.image_cache import load_split
+from imgclass.data.images import load_rgb, sha256_of_pixels
+from imgclass.config.params import ValidateParams
 from scratch_repo import make_repo, run
 
 pytestmark = pytest.mark.slow
@@ -122,8 +122,8 @@ def assert_ensemble(repo: Path, members: list[str]) -> dict:
 
 def fashion_pngs(tmp_path: Path, classes: list[str], per_class: int) -> dict[str, list[Path]]:
     """Real Fashion-MNIST PNGs per class, through the fashion_mnist source."""
-    from imgclass import sources
-    from imgclass.params import parse_params
+    from imgclass.data import sources
+    from imgclass.config.params import parse_params
 
     params = parse_params({"classes": classes, "scrape": {"max_per_class": per_class},
                            "models": {"m": {"arch": "cnn_simple"}}})

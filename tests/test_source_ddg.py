@@ -10,8 +10,8 @@ import pytest
 from ddgs.exceptions import DDGSException, RatelimitException
 
 from httpserver import LocalServer, closed_port, distinct_jpegs, image, make_params, send, sequence, status
-from imgclass.sources import SourceError
-from imgclass.sources import ddg
+from imgclass.data.sources import SourceError
+from imgclass.data.sources import ddg
 
 TINY_BACKOFF = {"retries": 3, "backoff_base": 0.001, "backoff_max": 0.01, "pause": 0.0}
 FAST_DOWNLOAD = {"workers": 4, "timeout": 2.0, "retries": 0, "backoff": 0.01}

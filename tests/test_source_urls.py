@@ -16,8 +16,8 @@ import pytest
 
 from httpserver import LocalServer, distinct_jpegs, image, make_params, send
 from imgclass import files
-from imgclass.sources import MANIFEST_FIELDS, SourceError
-from imgclass.sources import urls
+from imgclass.data.sources import MANIFEST_FIELDS, SourceError
+from imgclass.data.sources import urls
 
 TESTS_DIR = Path(__file__).parent
 FAST_DOWNLOAD = {"workers": 4, "timeout": 2.0, "retries": 0, "backoff": 0.01}
@@ -93,7 +93,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from httpserver import make_params
-from imgclass.sources import urls
+from imgclass.data.sources import urls
 params = make_params(["cat", "dog"], source="urls", urls={"csv": sys.argv[2]},
                      download={"workers": 2, "timeout": 5, "retries": 0})
 urls.collect(params, Path(sys.argv[3]))

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from conftest import TUXPAINT, require_fashion, require_tuxpaint, tiny_params_dict
-from imgclass import sources
-from imgclass.params import parse_params
-from imgclass.sources import SourceError
+from imgclass.data import sources
+from imgclass.config.params import parse_params
+from imgclass.data.sources import SourceError
 
 
 def test_fashion_mnist_writes_content_named_pngs_per_class(tmp_path):

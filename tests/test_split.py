@@ -1,4 +1,4 @@
-"""imgclass.split: stratified shares within one image, stability when images are added, groups from the
+"""imgclass.data.split: stratified shares within one image, stability when images are added, groups from the
 real grouping function kept whole, and the uint8 cache."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from imgclass import files
-from imgclass.image_cache import CachedImages, load_split, save_array, write_cache
-from imgclass.params import SplitParams
-from imgclass.preprocess import Preprocessing
-from imgclass.split import (SPLITS, SplitError, assign_splits, assignment_record, class_targets,
+from imgclass.data.image_cache import CachedImages, load_split, save_array, write_cache
+from imgclass.config.params import SplitParams
+from imgclass.model.preprocess import Preprocessing
+from imgclass.data.split import (SPLITS, SplitError, assign_splits, assignment_record, class_targets,
                             drop_outside_test, split_changes, why_not_resume)
-from imgclass.validate import group_names
+from imgclass.data.validate import group_names
 
 
 def rows_for(n_per_class: int, classes=("a", "b", "c"), start: int = 0) -> list[dict]:
@@ -326,7 +326,7 @@ def test_decoded_rows_live_in_a_scratch_file_removed_when_the_process_ends(fashi
     """Uncompressed rows are not kept at rest: each process decodes the working copies it needs into
     $TMPDIR and the file goes with the process."""
     params, split_dir = fashion_split
-    script = (f"from imgclass.image_cache import load_split\n"
+    script = (f"from imgclass.data.image_cache import load_split\n"
               f"images, labels = load_split({str(split_dir)!r}, 'test', {list(params.classes)!r}, 32)\n"
               f"print(images.path, images.shape, int(images[:].sum()))")
     env = {**os.environ, "TMPDIR": str(tmp_path)}
@@ -401,7 +401,7 @@ def run_split_stage() -> int:
 def write_clean_tree(root, n_per_class: int) -> None:
     """data/clean as validate leaves it: one PNG per image and report.csv (each image its own group)."""
     from imgclass import files
-    from imgclass.validate import REPORT_COLUMNS
+    from imgclass.data.validate import REPORT_COLUMNS
 
     rows = []
     for label in ("cat", "dog"):
@@ -466,8 +466,8 @@ def test_writing_a_large_cache_keeps_peak_memory_flat(tmp_path):
     script = f"""
 import resource
 from pathlib import Path
-from imgclass.image_cache import write_cache
-from imgclass.preprocess import Preprocessing
+from imgclass.data.image_cache import write_cache
+from imgclass.model.preprocess import Preprocessing
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 write_cache(Path({str(tmp_path / "train.npy")!r}), [Path({str(tmp_path / "a.jpg")!r})] * 1500, Preprocessing(224, 224))
 print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imgclass import tracking
-from imgclass.tracking import flatten, main_repo_root, tracking_uri
+from imgclass.tracking import mlflow_runs
+from imgclass.tracking.mlflow_runs import flatten, main_repo_root, tracking_uri
 
 
 def test_experiment_copies_resolve_to_the_main_repository(tmp_path):
@@ -68,14 +68,14 @@ def project(tmp_path, monkeypatch):
 def client():
     import mlflow
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(mlflow_runs.tracking_uri())
     return mlflow.MlflowClient()
 
 
 def train_runs(models: list[str], epochs: int = 2) -> list[str]:
     ids = []
     for name in models:
-        tracker = tracking.Tracker(name, {"lr": 0.1}, Path("dvclive") / name, split_dir=Path("data/split"))
+        tracker = mlflow_runs.Tracker(name, {"lr": 0.1}, Path("dvclive") / name, split_dir=Path("data/split"))
         for epoch in range(epochs):
             tracker.log_epoch(epoch, {"val_accuracy": 0.5 + epoch / 10})
         tracker.close()
@@ -84,7 +84,7 @@ def train_runs(models: list[str], epochs: int = 2) -> list[str]:
 
 
 def test_the_experiment_is_created_and_marked_as_model_training(project):
-    tracking.use_experiment()
+    mlflow_runs.use_experiment()
     c = client()
     assert c.get_experiment_by_name("imgclass").tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -93,7 +93,7 @@ def test_an_existing_experiment_without_a_kind_gets_the_training_kind(project):
     c = client()
     c.create_experiment("imgclass")
     assert "mlflow.experimentKind" not in c.get_experiment_by_name("imgclass").tags
-    tracking.use_experiment()
+    mlflow_runs.use_experiment()
     assert c.get_experiment_by_name("imgclass").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
@@ -103,7 +103,7 @@ def test_training_runs_of_one_pipeline_run_nest_under_a_parent_that_holds_the_en
     children = train_runs(["a", "b"])  # two stage processes in a real pipeline; the same key either way
     metrics = {"accuracy": 0.875, "chosen_vote": "soft_vote",
                "test_accuracy": {"a": 0.75, "b": 0.8, "hard_vote": 0.8, "soft_vote": 0.875, "oracle": 0.95}}
-    parent_id = tracking.log_pipeline_result(metrics, [project / "comparison.png"])
+    parent_id = mlflow_runs.log_pipeline_result(metrics, [project / "comparison.png"])
 
     c = client()
     parent = c.get_run(parent_id)
@@ -139,16 +139,16 @@ def test_a_training_run_records_its_split_as_input_dataset(project):
     assert len(inputs) == 1
     dataset = inputs[0].dataset
     assert dataset.name == "data/split"
-    assert dataset.digest == tracking.split_digest(Path("data/split"))
+    assert dataset.digest == mlflow_runs.split_digest(Path("data/split"))
     assert json.loads(dataset.profile) == {"images": 7, "train.bag": 3, "train.dress": 2, "val.bag": 1, "val.dress": 1}
     assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
 
 
 def test_the_split_digest_changes_with_any_split_file(tmp_path):
     write_split(tmp_path, {"train": {"bag": 3}, "val": {"bag": 1}})
-    before = tracking.split_digest(tmp_path)
+    before = mlflow_runs.split_digest(tmp_path)
     write_split(tmp_path, {"train": {"bag": 3}, "val": {"bag": 2}})
-    assert tracking.split_digest(tmp_path) != before
+    assert mlflow_runs.split_digest(tmp_path) != before
 
 
 # ---------------------------------------------------------------- parallel experiments, one sqlite store
@@ -156,16 +156,16 @@ def test_the_split_digest_changes_with_any_split_file(tmp_path):
 WORKER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from imgclass import tracking
+    from imgclass.tracking import mlflow_runs
 
     exp, epochs = sys.argv[1], int(sys.argv[2])
     for model in ("a", "b"):
-        tracker = tracking.Tracker(model, {"lr": 0.1}, Path("dvclive") / exp / model, split_dir=Path("data/split"))
+        tracker = mlflow_runs.Tracker(model, {"lr": 0.1}, Path("dvclive") / exp / model, split_dir=Path("data/split"))
         for epoch in range(epochs):
             tracker.log_epoch(epoch, {"val_accuracy": epoch / epochs, "train_loss": 1 - epoch / epochs})
         tracker.log_summary({"val_accuracy": 1.0})
         tracker.close()
-    tracking.log_pipeline_result({"accuracy": 0.5, "test_accuracy": {"soft_vote": 0.5}}, [])
+    mlflow_runs.log_pipeline_result({"accuracy": 0.5, "test_accuracy": {"soft_vote": 0.5}}, [])
 """)
 
 
@@ -212,7 +212,7 @@ def test_a_write_refused_by_a_foreign_sqlite_lock_is_retried_until_it_lands(tmp_
         with sqlite3.connect(tmp_path / "store.db", timeout=0) as db:  # fail at once, as a busy store would
             db.execute("insert into t values (1)")
 
-    tracking.locked_write(write, first_wait=0.1)
+    mlflow_runs.locked_write(write, first_wait=0.1)
     assert len(attempts) > 1  # refused at first, then retried
     assert sqlite3.connect(tmp_path / "store.db").execute("select count(*) from t").fetchone() == (1,)
 
@@ -226,5 +226,5 @@ def test_errors_other_than_a_locked_store_are_not_retried(tmp_path, monkeypatch)
         raise ValueError("bad metric")
 
     with pytest.raises(ValueError):
-        tracking.locked_write(broken)
+        mlflow_runs.locked_write(broken)
     assert attempts == [1]

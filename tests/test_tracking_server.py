@@ -2,7 +2,7 @@
 
 The server is the README's command on a free port of 127.0.0.1, with a temporary sqlite store and
 artifact directory. Two clones of one repository, at the same commit with the same params, stand for
-two machines; each runs a training run and the ensemble's result through imgclass.tracking, in its own
+two machines; each runs a training run and the ensemble's result through imgclass.tracking.mlflow_runs, in its own
 process, at the same time, with MLFLOW_TRACKING_URI pointing at the server.
 """
 
@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from chromium import free_port
-from imgclass import tracking
+from imgclass.tracking import mlflow_runs
 
 pytestmark = pytest.mark.slow  # a real server and client processes: about a minute and a half
 
@@ -35,13 +35,13 @@ CLIENT = textwrap.dedent("""
     from pathlib import Path
     import numpy as np
     import torch
-    from imgclass import tracking
+    from imgclass.tracking import mlflow_runs
 
     barrier, me, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     (barrier / me).touch()
     while len(list(barrier.iterdir())) < 2:  # both machines create their pipeline's parent at once
         time.sleep(0.02)
-    tracker = tracking.Tracker("cnn", {"lr": 0.1}, Path("dvclive/cnn"), split_dir=Path("data/split"))
+    tracker = mlflow_runs.Tracker("cnn", {"lr": 0.1}, Path("dvclive/cnn"), split_dir=Path("data/split"))
     for epoch in range(epochs):
         tracker.log_epoch(epoch, {"val_accuracy": epoch / epochs, "train_loss": 1 - epoch / epochs})
     tracker.log_summary({"val_accuracy": 1.0})
@@ -50,8 +50,8 @@ CLIENT = textwrap.dedent("""
     tracker.log_model(torch.nn.Linear(4, 2).eval(), np.zeros((1, 4), dtype=np.float32),
                       {"classes": ["bag", "dress"], "preprocessing": {"size": 4}})
     tracker.close()
-    tracking.log_to_run(tracker.run.info.run_id, {"test_accuracy": 0.75}, [])
-    tracking.log_pipeline_result({"accuracy": 0.75, "test_accuracy": {"soft_vote": 0.75}}, [Path("curves.png")])
+    mlflow_runs.log_to_run(tracker.run.info.run_id, {"test_accuracy": 0.75}, [])
+    mlflow_runs.log_pipeline_result({"accuracy": 0.75, "test_accuracy": {"soft_vote": 0.75}}, [Path("curves.png")])
     print(tracker.run.info.run_id)
 """)
 
@@ -168,9 +168,9 @@ def test_two_machines_train_at_once_into_one_server(server, tmp_path):
 
 HOLD_MACHINE_LOCK = textwrap.dedent("""
     import time
-    from imgclass import tracking
+    from imgclass.tracking import mlflow_runs
 
-    with tracking.machine_lock():
+    with mlflow_runs.machine_lock():
         print("held", flush=True)
         time.sleep(60)
 """)
@@ -187,7 +187,7 @@ def test_writes_to_a_server_do_not_wait_for_this_machines_lock(server, tmp_path,
     for name in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(clone / "tmp"))  # the lock file, here and in the holder
-    tracker = tracking.Tracker("cnn", {"lr": 0.1}, Path("dvclive/cnn"))
+    tracker = mlflow_runs.Tracker("cnn", {"lr": 0.1}, Path("dvclive/cnn"))
     # Another stage of this machine holds the lock (as while it creates its pipeline's parent run).
     holder = subprocess.Popen([sys.executable, "-c", HOLD_MACHINE_LOCK],
                               env={**client_env(url), "TMPDIR": str(clone / "tmp")},
@@ -209,7 +209,7 @@ def test_writes_to_a_server_do_not_wait_for_this_machines_lock(server, tmp_path,
 def run_client(uri: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from imgclass import tracking; "
-                           "tracking.Tracker('cnn', {}, Path('dvclive/cnn'))"],
+                           "mlflow_runs.Tracker('cnn', {}, Path('dvclive/cnn'))"],
                           cwd=cwd, env=client_env(uri), capture_output=True, text=True, timeout=120)
     return proc, time.monotonic() - started
 

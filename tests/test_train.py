@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from imgclass import models
-from imgclass.checkpoint import load_trained
-from imgclass.evaluate import predict_probs
-from imgclass.losses import make_loss
-from imgclass.params import ModelParams, parse_params
-from imgclass.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from imgclass.image_cache import load_split
-from imgclass.train import (ArrayDataset, EarlyStopper, Phase, Stepper, coarse_selection_note, make_loader,
+from imgclass.model import models
+from imgclass.model.checkpoint import load_trained
+from imgclass.evaluation.evaluate import predict_probs
+from imgclass.training.losses import make_loss
+from imgclass.config.params import ModelParams, parse_params
+from imgclass.model.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from imgclass.data.image_cache import load_split
+from imgclass.training.train import (ArrayDataset, EarlyStopper, Phase, Stepper, coarse_selection_note, make_loader,
                             make_optimizer, make_schedule, param_groups, run_epoch, train)
 
 
@@ -168,8 +168,8 @@ def kill_after_epochs(params, split_dir: Path, out: Path, epochs: int) -> int:
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(params.model_dump_json(by_alias=True))
     script = (
-        "import sys, json; from pathlib import Path; from imgclass.params import parse_params;"
-        "from imgclass.train import train;"
+        "import sys, json; from pathlib import Path; from imgclass.config.params import parse_params;"
+        "from imgclass.training.train import train;"
         f"p = parse_params(json.loads(Path({str(params_file)!r}).read_text()));"
         f"train('m', p, Path({str(split_dir)!r}), Path({str(out / 'model')!r}),"
         f" Path({str(out / 'resume')!r}), Path({str(out / 'live')!r}), track=False)"
@@ -243,7 +243,7 @@ def test_a_killed_run_does_not_resume_on_changed_data_and_says_why(fashion_split
 
 
 def test_the_fingerprint_covers_params_split_processes_and_code(fashion_split, tmp_path):
-    from imgclass import resume
+    from imgclass.training import resume
 
     base, split_dir = fashion_split
     params = with_model(base, lr=0.1)
@@ -260,7 +260,7 @@ def test_the_fingerprint_covers_params_split_processes_and_code(fashion_split, t
 
 
 def test_the_code_version_hashes_the_files_training_imports():
-    from imgclass import resume
+    from imgclass.training import resume
 
     names = {p.name for p in resume.training_sources()}
     assert {"train.py", "resume.py", "losses.py", "models.py", "preprocess.py", "augment.py", "split.py"} <= names
@@ -284,10 +284,10 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
     rows = [dict(zip(tsv[0].split("\t"), line.split("\t"))) for line in tsv[1:]]
     assert [(int(r["step"]), float(r["accuracy"])) for r in rows] == [(m.step, pytest.approx(m.value)) for m in history]
     assert result["epochs_run"] == 2
-    from imgclass import tracking
+    from imgclass.tracking import mlflow_runs
 
     (dataset_input,) = run.inputs.dataset_inputs  # the split it was trained on, by digest
-    assert dataset_input.dataset.digest == tracking.split_digest(split_dir)
+    assert dataset_input.dataset.digest == mlflow_runs.split_digest(split_dir)
     assert run.data.tags.get("mlflow.parentRunId")  # nested under the pipeline's run
 
 
@@ -387,8 +387,8 @@ def test_channels_last_reaches_the_network(fashion_split):
 
 
 def test_cutmix_trains_on_mixed_images_and_soft_targets(fashion_split):
-    from imgclass.augment import batch_mixing
-    from imgclass.params import Augment
+    from imgclass.training.augment import batch_mixing
+    from imgclass.config.params import Augment
 
     params, split_dir = fashion_split
     s = stepper_for("cnn_simple", batch_size=32, lr=0.01)
@@ -436,7 +436,7 @@ def test_cosine_warms_up_linearly_and_ends_near_zero():
 
 def test_training_length_follows_the_data(fashion_split, tmp_path):
     """168 training images in batches of 32 are 6 steps an epoch: min_steps=30 raises 2 epochs to 5."""
-    from imgclass.train import epochs_for, plan_phases
+    from imgclass.training.train import epochs_for, plan_phases
 
     base, split_dir = fashion_split
     assert [(p.name, p.epochs) for p in plan_phases(ModelParams(arch="cnn_simple", epochs=2, min_steps=30), 6)] == \

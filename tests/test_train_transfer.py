@@ -3,13 +3,15 @@
 import pytest
 import torch
 
-from imgclass import models, resume
-from imgclass import train as train_module
-from imgclass.losses import make_loss
-from imgclass.params import ModelParams, parse_params
-from imgclass.preprocess import Preprocessing
-from imgclass.image_cache import load_split
-from imgclass.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_loader,
+from imgclass.model import models
+
+from imgclass.training import resume
+from imgclass.training import train as train_module
+from imgclass.training.losses import make_loss
+from imgclass.config.params import ModelParams, parse_params
+from imgclass.model.preprocess import Preprocessing
+from imgclass.data.image_cache import load_split
+from imgclass.training.train import (ArrayDataset, Phase, Stepper, dropout_before_head, feature_phase, make_loader,
                             make_optimizer, make_schedule, param_groups, train, train_one_epoch)
 
 

@@ -1,4 +1,4 @@
-"""imgclass.validate: a tree of class folders, exact duplicates, transitive near-duplicate groups,
+"""imgclass.data.validate: a tree of class folders, exact duplicates, transitive near-duplicate groups,
 quarantine and the report."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from PIL import Image
 from scipy.sparse.csgraph import connected_components
 
 from imgclass.files import read_csv
-from imgclass.images import perceptual_hash, sha256_of_pixels
-from imgclass.params import ValidateParams
-from imgclass.validate import (
+from imgclass.data.images import perceptual_hash, sha256_of_pixels
+from imgclass.config.params import ValidateParams
+from imgclass.data.validate import (
     REPORT_COLUMNS, NoImagesAccepted, group_names, near_duplicate_components, validate_tree,
 )
 from odd_images import cut, encode, odd_files, photo, write_corpus

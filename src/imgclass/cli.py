@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from imgclass import files, validate
-    from imgclass.params import ValidateParams, load_params
+    from imgclass import files
+    from imgclass.data import validate
+    from imgclass.config.params import ValidateParams, load_params
 
     cfg = load_params(args.params).validate if args.params else ValidateParams()
     try:
@@ -25,10 +26,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     """The review stage's checks on any folder of class sub-folders: OUT/issues.csv, OUT/auto_drop.csv, OUT/index.html."""
-    from imgclass import review, review_report
-    from imgclass.models import WeightsUnavailable
-    from imgclass.params import ReviewParams, ValidateParams
-    from imgclass.validate import group_names
+    from imgclass.review import scoring, review_report
+    from imgclass.model.models import WeightsUnavailable
+    from imgclass.config.params import ReviewParams, ValidateParams
+    from imgclass.data.validate import group_names
 
     params = load_params_or_report(args.params) if args.params else None
     if args.params and params is None:
@@ -40,7 +41,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         folder = review_report.labelled_folder(src)
         # validate's near-duplicate groups, so that the cross-validation holds a twin out with its image
         groups = group_names(folder.sha256s, folder.phashes, near_duplicate_bits)
-        result = review.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, cfg,
+        result = scoring.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, cfg,
                                     Path(args.cache_dir) if args.cache_dir else None, args.device, groups=groups)
     except (FileNotFoundError, ValueError, WeightsUnavailable) as exc:
         print(f"imgclass review: {exc}", file=sys.stderr)
@@ -55,7 +56,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def load_params_or_report(path: str):
     """The validated params, or None after printing the one-line error."""
-    from imgclass.params import ParamsError, load_params
+    from imgclass.config.params import ParamsError, load_params
 
     try:
         return load_params(path)
@@ -68,8 +69,8 @@ def cmd_check_params(args: argparse.Namespace) -> int:
     """Valid for imgclass *and* complete for DVC, which reads every key dvc.yaml declares from the file."""
     import yaml
 
-    from imgclass import dvc_params
-    from imgclass.params import ParamsError
+    from imgclass.config import dvc_params
+    from imgclass.config.params import ParamsError
 
     params = load_params_or_report(args.params)
     if params is None:
@@ -92,7 +93,7 @@ def cmd_check_params(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from imgclass import predict
+    from imgclass.serving import predict
     from imgclass.devices import resolve_device
 
     try:
@@ -114,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from imgclass import export
+    from imgclass.serving import export
 
     try:
         out = export.export_model(Path(args.models_dir) / args.name / "model.pt", args.format, args.out)
@@ -126,8 +127,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from imgclass import registry
-    from imgclass.predict import PredictError
+    from imgclass.serving import registry
+    from imgclass.serving.predict import PredictError
 
     try:
         version = registry.register(args.model, args.name, args.models_dir, args.preds_dir, args.params,
@@ -143,7 +144,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from imgclass import files
-    from imgclass.lr_find import lr_range_test, plot
+    from imgclass.training.lr_find import lr_range_test, plot
 
     params = load_params_or_report(args.params)
     if params is None:
@@ -160,7 +161,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from imgclass import compare
+    from imgclass.tracking import compare
 
     return compare.run(args.width)
 

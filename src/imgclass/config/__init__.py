@@ -1,0 +1,1 @@
+"""params.yaml's typed schema and DVC's view of it."""

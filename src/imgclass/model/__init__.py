@@ -1,0 +1,1 @@
+"""What inference needs and nothing more: architectures, networks, preprocessing, checkpoints."""

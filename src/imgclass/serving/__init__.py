@@ -1,0 +1,1 @@
+"""Trained models in use: predict, export (TorchScript, ONNX) and the MLflow registry."""

@@ -1,0 +1,1 @@
+"""MLflow runs, training curves and the comparison of runs."""
