@@ -12,15 +12,16 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import importlib.util
-import os
 import platform
 import re
 import subprocess
 from pathlib import Path
 
+from imgclass.devices import usable_cpus
+
 
 def describe() -> dict:
-    return {"cpu": cpu_model(), "usable_cores": usable_cores(), **accelerators(), "torch": torch_version()}
+    return {"cpu": cpu_model(), "usable_cores": usable_cpus(), **accelerators(), "torch": torch_version()}
 
 
 def summary(facts: dict) -> str:
@@ -59,13 +60,6 @@ def macos_cpu_model() -> str:
                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a container's or taskset's share), not the host's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def accelerators() -> dict:

@@ -31,9 +31,11 @@ import numpy as np
 from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from imgclass.files import atomic_path, write_csv
-from imgclass.data.images import ImageRejected, load_rgb, perceptual_hash, sha256_of_pixels
+
 from imgclass.config.params import ValidateParams
+from imgclass.data.images import ImageRejected, load_rgb, perceptual_hash, sha256_of_pixels
+from imgclass.devices import usable_cpus
+from imgclass.files import atomic_path, write_csv
 from imgclass.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def validate_tree(
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / REPORT_NAME).unlink(missing_ok=True)  # no report while DEST is being changed
-    rows = _examine_all(jobs, dest, params, workers or _available_cpus(), working_size)
+    rows = _examine_all(jobs, dest, params, workers or usable_cpus(), working_size)
     _reject_ambiguous_labels(rows)
     _mark_exact_duplicates(rows)
     _group_near_duplicates(rows, params.near_duplicate_distance)
@@ -143,10 +145,6 @@ def _examine_all(jobs: list, dest: Path, params: ValidateParams, workers: int,
             rows.append(row)
             progress.update()
     return rows
-
-
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _examine(job: tuple[Path, str, str], dest: Path, params: ValidateParams, working_size: Optional[int]) -> dict:

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from imgclass.model import models
 from imgclass.training.augment import augmentation

@@ -14,14 +14,14 @@ the cost of milliseconds each: see `FeatureStepper`.
 
 The best epoch (by validation accuracy, ties broken by validation loss, or by validation loss) is
 what is saved, with the preprocessing and the mapping from logits to probabilities that the loss
-implies (preprocess.Preprocessing). Resume state lives in resume.py.
+implies (preprocess.Preprocessing). What a run carries between epochs, and what a killed run resumes
+from, is in run_state.py and resume.py.
 
 Under torchrun the same loop runs in every process with DistributedDataParallel: see distributed.py.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from imgclass.model import models
 
 from imgclass.training import resume
+from imgclass.training.run_state import EarlyStopper, RunState
 from imgclass.training.augment import augmentation, batch_mixing
 from imgclass.model.checkpoint import save_checkpoint
 from imgclass.devices import resolve_device
@@ -375,32 +376,6 @@ def coarse_selection_note(name: str, metric: str, num_val: int) -> str | None:
             f"models.{name}.early_stopping.metric: val_loss chooses the kept epoch more reliably")
 
 
-class EarlyStopper:
-    """Tracks the best epoch by a validation metric and says when patience has run out."""
-
-    def __init__(self, metric: str, patience: int | None):
-        self.metric, self.patience = metric, patience
-        self.best_score, self.best_epoch, self.bad_epochs = None, -1, 0
-
-    def improved(self, metrics: dict, epoch: int) -> bool:
-        # Accuracy on a few dozen validation images ties often: the lower loss breaks the tie.
-        score = [metrics["val_accuracy"], -metrics["val_loss"]] if self.metric == "val_accuracy" else [-metrics[self.metric]]
-        if self.best_score is None or score > list(self.best_score):
-            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
-
-    def state(self) -> dict:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load(self, state: dict) -> None:
-        self.best_score, self.best_epoch, self.bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
-
-
 def train_one_epoch(s: Stepper, train_loader: DataLoader, val_loader: DataLoader, optimizer, scheduler,
                     phase: Phase, epoch: int, seed: int, desc: str) -> dict:
     # Seeds fixed by epoch: a resumed run shuffles and augments exactly as an uninterrupted one.
@@ -434,111 +409,143 @@ def train(name: str, params: Params, split_dir: Path, model_dir: Path, resume_di
         return train_in_process(name, params, split_dir, model_dir, resume_dir, dvclive_dir, track, world, device)
 
 
+@dataclass
+class Run:
+    """One model's training, set up: its data, its network, and the Stepper that trains it."""
+
+    name: str
+    params: Params
+    world: World
+    device: torch.device
+    model: nn.Module
+    stepper: Stepper
+    train_ds: ArrayDataset
+    val_ds: ArrayDataset
+    val_loader: DataLoader
+    batch_size: int  # per process
+
+    @property
+    def cfg(self) -> ModelParams:
+        return self.params.models[self.name]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.params.classes)
+
+
 def train_in_process(name: str, params: Params, split_dir: Path, model_dir: Path, resume_dir: Path,
                      dvclive_dir: Path, track: bool, world: World, device: torch.device) -> dict:
+    """The loop as the README tells it: the head on cached features, then unfrozen epochs; keep the
+    best epoch, calibrate, save. A killed run resumes from resume_dir/last.pt."""
+    run = prepare_run(name, params, split_dir, world, device)
+    stopper = EarlyStopper(run.cfg.early_stopping.metric, run.cfg.early_stopping.patience)
+    state = RunState.resume_or_start(resume_dir / "last.pt", resume.fingerprint(params, name, split_dir, world.size),
+                                     run.model, stopper, world, name)
+    if note := coarse_selection_note(name, stopper.metric, len(run.val_ds)):
+        world.print(note)
+    tracker = Tracker(name, {"model": name, **run.cfg.model_dump(), "seed": params.seed,
+                             "image_size": params.image_size, "classes": ",".join(run.classes)},
+                      dvclive_dir, enabled=track and world.is_main, split_dir=split_dir)
+    started = time.perf_counter()
+    try:
+        phases = plan_phases(run.cfg, steps_per_epoch(len(run.train_ds), run.batch_size, world))
+        for phase in phases:
+            if train_phase(run, phase, state, tracker, total_epochs=sum(p.epochs for p in phases),
+                           last=phase is phases[-1]):
+                break
+        summary, prep = keep_best(run, state, seconds=time.perf_counter() - started)
+        if world.is_main:
+            save_trained(run, prep, summary, model_dir, tracker)
+        tracker.close()
+    except BaseException:
+        tracker.close("KILLED")
+        raise
+    if world.is_main:
+        state.discard()
+    return {**summary, "history": state.history}
+
+
+def prepare_run(name: str, params: Params, split_dir: Path, world: World, device: torch.device) -> Run:
+    """Decode the train and val splits, build the network and its loss, augmentation and mixed precision."""
     cfg = params.models[name]
     # params.yaml checks nproc_per_node; this checks the world torchrun actually started (maybe several nodes).
     batch_size = world.local_batch_size(cfg.batch_size, f"models.{name}.batch_size")
     seed_everything(params.seed)
     classes = list(params.classes)
-    train_x, train_y = load_split(split_dir, "train", classes, params.image_size)
-    val_x, val_y = load_split(split_dir, "val", classes, params.image_size)
-    prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
-                         output=probability_output(cfg.loss))
-
     if cfg.binary_head == "one_logit" and len(classes) != 2:
         raise ParamsError(f"models.{name}.binary_head: one_logit needs exactly 2 classes; classes has {len(classes)}")
+    train_ds = ArrayDataset(*load_split(split_dir, "train", classes, params.image_size))
+    val_ds = ArrayDataset(*load_split(split_dir, "val", classes, params.image_size))
+    prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
+                         output=probability_output(cfg.loss))
     model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout, cfg.binary_head).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weight = balanced_class_weights(train_y, len(classes)).to(device) if cfg.class_weights == "balanced" else None
+    weight = balanced_class_weights(train_ds.labels, len(classes)).to(device) if cfg.class_weights == "balanced" else None
     stepper = Stepper(model, prep, make_loss(cfg.loss, weight, label_smoothing=cfg.label_smoothing,
                                              focal_gamma=cfg.focal_gamma),
                       device, cfg, augment=augmentation(cfg.augment, params.image_size),
                       mixing=batch_mixing(cfg.augment, len(classes)),
                       scaler=torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None,
                       world=world)
-    train_ds = ArrayDataset(train_x, train_y)
-    val_ds = ArrayDataset(val_x, val_y)
     val_loader = make_loader(val_ds, cfg.batch_size * 2, False, 0, cfg.num_workers, device, world)
+    return Run(name, params, world, device, model, stepper, train_ds, val_ds, val_loader, batch_size)
 
-    resume_path = resume_dir / "last.pt"
-    tag = resume.fingerprint(params, name, split_dir, world.size)
-    state, not_resumed = resume.load_state(resume_path, tag, model)
-    if not_resumed:
-        world.print(f"{name}: not resuming {resume_path}: {not_resumed}")
-    stopper = EarlyStopper(cfg.early_stopping.metric, cfg.early_stopping.patience)
-    if note := coarse_selection_note(name, cfg.early_stopping.metric, len(val_ds)):
-        world.print(note)
-    history: list[dict] = state["history"] if state else []
-    best_state = state["best_state"] if state else copy.deepcopy(model.state_dict())
-    if state:
-        stopper.load(state["stopper"])
-        world.print(f"{name}: resuming after epoch {len(history)} from {resume_path}")
 
-    tracker = Tracker(name, {"model": name, **cfg.model_dump(), "seed": params.seed,
-                             "image_size": params.image_size, "classes": ",".join(classes)},
-                      dvclive_dir, enabled=track and world.is_main, split_dir=split_dir)
-    started, epoch, done = time.perf_counter(), 0, len(history)  # done: epochs finished before a resume
-    try:
-        phases = plan_phases(cfg, steps_per_epoch(len(train_ds), batch_size, world))
-        for phase_index, phase in enumerate(phases):
-            models.set_backbone_frozen(model, phase.name == "frozen")
-            runner = for_head_only(stepper) if phase.name == "frozen" else stepper
-            phase_train_ds, phase_val_loader = train_ds, val_loader
-            if caches_features(phase, runner) and epoch + phase.epochs > done:
-                runner, phase_train_ds, phase_val_loader = feature_phase(runner, train_ds, val_ds)
-            runner = runner.for_phase()
-            train_loader = make_loader(phase_train_ds, batch_size, True, params.seed, runner.cfg.num_workers, device,
-                                       world)
-            optimizer = make_optimizer(param_groups(model, cfg, phase), cfg)
-            scheduler = make_schedule(optimizer, cfg, len(train_loader), phase.epochs)
-            if epoch >= done:
-                stopper.bad_epochs = 0  # patience counts within a phase
-            for phase_epoch in range(phase.epochs):
-                if epoch < done:  # finished before the interruption
-                    if epoch == done - 1:  # the model itself was restored by resume.load_state
-                        optimizer.load_state_dict(state["optimizer"])
-                        scheduler.load_state_dict(state["scheduler"])
-                    epoch += 1
-                    continue
-                desc = f"{name} {epoch + 1}/{sum(p.epochs for p in phases)}"
-                metrics = train_one_epoch(runner, train_loader, phase_val_loader, optimizer, scheduler, phase,
-                                          epoch, params.seed, desc=desc)
-                history.append({"epoch": epoch, "phase": phase.name, **metrics})
-                tracker.log_epoch(epoch, metrics)
-                if stopper.improved(metrics, epoch):
-                    best_state = copy.deepcopy(model.state_dict())
-                epoch += 1
-                if world.is_main and saves_resume_state(runner, phase_epoch, phase):
-                    resume.save_state(resume_path, tag, model, optimizer, scheduler, best_state, stopper.state(),
-                                      history)
-                if phase_index == len(phases) - 1 and stopper.should_stop():
-                    world.print(f"{name}: early stop, no {stopper.metric} improvement in {stopper.patience} epochs")
-                    break
-        seconds = time.perf_counter() - started
-        model.load_state_dict(best_state)
-        if cfg.loss in NEEDS_TEMPERATURE:
-            prep = calibrated(stepper, prep, val_ds)
-        best = history[stopper.best_epoch]
-        summary = {"best_epoch": stopper.best_epoch, "epochs_run": len(history),
-                   "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
-                   "train_accuracy": best["train_accuracy"], "train_loss": best["train_loss"],
-                   "train_seconds": round(seconds, 2), "parameters": models.count_parameters(model),
-                   "device": device.type, "processes": world.size}
-        if world.is_main:
-            meta = checkpoint_meta(name, cfg, classes, prep, summary, tracker)
-            save_checkpoint(model_dir / "model.pt", model, meta)
-            tracker.log_summary(summary)
-            example = prep.normalize(torch.from_numpy(np.array(train_x[:2])).permute(0, 3, 1, 2)).numpy()
-            tracker.log_model(model.cpu().eval(), example, meta)
-        tracker.close()
-    except BaseException:
-        tracker.close("KILLED")
-        raise
-    if world.is_main:
-        resume_path.unlink(missing_ok=True)
-    return {**summary, "history": history}
+def train_phase(run: Run, phase: Phase, state: RunState, tracker: Tracker, total_epochs: int, last: bool) -> bool:
+    """Train one phase's epochs with its own optimizer and schedule; True when early stopping ends the run.
+    The frozen phase trains the head alone, on the backbone's features computed once."""
+    cfg, world = run.cfg, run.world
+    models.set_backbone_frozen(run.model, phase.name == "frozen")
+    runner = for_head_only(run.stepper) if phase.name == "frozen" else run.stepper
+    train_ds, val_loader = run.train_ds, run.val_loader
+    if caches_features(phase, runner) and state.phase_starts(phase.epochs):
+        runner, train_ds, val_loader = feature_phase(runner, run.train_ds, run.val_ds)
+    runner = runner.for_phase()
+    train_loader = make_loader(train_ds, run.batch_size, True, run.params.seed, runner.cfg.num_workers, run.device,
+                               world)
+    optimizer = make_optimizer(param_groups(run.model, cfg, phase), cfg)
+    scheduler = make_schedule(optimizer, cfg, len(train_loader), phase.epochs)
+    if state.epoch >= state.finished:
+        state.stopper.bad_epochs = 0  # patience counts within a phase
+    for phase_epoch in range(phase.epochs):
+        if state.skip_finished(optimizer, scheduler):
+            continue
+        desc = f"{run.name} {state.epoch + 1}/{total_epochs}"
+        metrics = train_one_epoch(runner, train_loader, val_loader, optimizer, scheduler, phase, state.epoch,
+                                  run.params.seed, desc=desc)
+        tracker.log_epoch(state.epoch, metrics)
+        state.record(phase.name, metrics, run.model)
+        if world.is_main and saves_resume_state(runner, phase_epoch, phase):
+            state.save(run.model, optimizer, scheduler)
+        if last and state.stopper.should_stop():
+            world.print(f"{run.name}: early stop, no {state.stopper.metric} improvement in {state.stopper.patience} epochs")
+            return True
+    return False
+
+
+def keep_best(run: Run, state: RunState, seconds: float) -> tuple[dict, Preprocessing]:
+    """Load the best epoch's weights and fit the temperature where the loss needs one: the run's summary
+    and the preprocessing to save with the model."""
+    run.model.load_state_dict(state.best_state)
+    prep = run.stepper.prep
+    if run.cfg.loss in NEEDS_TEMPERATURE:
+        prep = calibrated(run.stepper, prep, run.val_ds)
+    best = state.best()
+    return {"best_epoch": state.stopper.best_epoch, "epochs_run": len(state.history),
+            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
+            "train_accuracy": best["train_accuracy"], "train_loss": best["train_loss"],
+            "train_seconds": round(seconds, 2), "parameters": models.count_parameters(run.model),
+            "device": run.device.type, "processes": run.world.size}, prep
+
+
+def save_trained(run: Run, prep: Preprocessing, summary: dict, model_dir: Path, tracker: Tracker) -> None:
+    """model.pt (weights + meta) for the later stages, and the run's summary and model in MLflow."""
+    meta = checkpoint_meta(run.name, run.cfg, run.classes, prep, summary, tracker)
+    save_checkpoint(model_dir / "model.pt", run.model, meta)
+    tracker.log_summary(summary)
+    example = prep.normalize(torch.from_numpy(np.array(run.train_ds.images[:2])).permute(0, 3, 1, 2)).numpy()
+    tracker.log_model(run.model.cpu().eval(), example, meta)
 
 
 def checkpoint_meta(name: str, cfg: ModelParams, classes: list[str], prep: Preprocessing, summary: dict,
