@@ -48,6 +48,7 @@ REASONS = (
 
 SNIFF_BYTES = 1024  # enough for every signature and WebP header we read
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_ANY_GEOMETRY = ValidateParams(min_size=1, max_aspect=1e9)
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # Pillow's "I" holds 16-bit PNG/PPM data
 
 
@@ -71,6 +72,12 @@ def load_rgb(source: Source, params: ValidateParams) -> Image.Image:
     with decoded(source, partial(_check_geometry, params=params)) as img:
         _apply_exif_orientation(img)
         return _to_rgb(img)  # always a new image, detached from the file
+
+
+def decode_rgb(source: Source) -> Image.Image:
+    """`load_rgb` without validate's size and aspect limits: how the later stages read images they do not
+    judge (working copies, a raw folder given to `imgclass review`). Raises ImageRejected for non-images."""
+    return load_rgb(source, _ANY_GEOMETRY)
 
 
 @contextmanager

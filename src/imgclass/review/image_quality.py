@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 from cleanvision.issue_managers.image_property import BlurrinessProperty, BrightnessProperty, EntropyProperty
 
-from imgclass.review.embeddings import decode_rgb
-from imgclass.files import atomic_path
+from imgclass.data.images import decode_rgb
 from imgclass.progress import track
+from imgclass.review import sha_cache
 
 KINDS = ("dark", "blurry", "low_information")
 QUALITY_VERSION = 1  # bump when a measurement changes: cached severities become stale
@@ -48,13 +48,13 @@ def severities(paths: Sequence[Path], sha256s: Optional[Sequence[str]] = None,
     """One row per image, one column per kind: 1 - cleanvision's score, in [0, 1], higher = worse.
     With sha256s and cache_dir, images measured before are read from the cache."""
     cache_file = Path(cache_dir) / f"quality-v{QUALITY_VERSION}.npz" if cache_dir is not None and sha256s else None
-    cached = _load(cache_file)
+    cached = sha_cache.read(cache_file, "severity")
     keys = list(sha256s) if cache_file else [str(i) for i in range(len(paths))]
     todo = {key: Path(path) for key, path in zip(keys, paths) if key not in cached}
     if todo:
         cached.update(zip(todo, _measure_severities(list(todo.values()), workers)))
         if cache_file:
-            _save(cache_file, cached)
+            sha_cache.write(cache_file, cached, "severity")
     values = np.array([cached[key] for key in keys]).reshape(len(keys), len(KINDS))
     return pd.DataFrame(values, columns=list(KINDS))
 
@@ -68,20 +68,6 @@ def _measure_severities(paths: list[Path], workers: int) -> np.ndarray:
         scores = props[kind].get_scores(raw, kind, **_SCORE_PARAMS[kind])
         columns.append(1.0 - scores[f"{kind}_score"].to_numpy(dtype=float))
     return np.clip(np.stack(columns, axis=1), 0.0, 1.0)
-
-
-def _load(path: Optional[Path]) -> dict[str, np.ndarray]:
-    if path is None or not path.exists():
-        return {}
-    with np.load(path, allow_pickle=False) as data:
-        return dict(zip(data["sha256"].tolist(), data["severity"]))
-
-
-def _save(path: Path, severities_by_sha: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        np.savez(f, sha256=np.array(list(severities_by_sha), dtype="<U64"),
-                 severity=np.stack(list(severities_by_sha.values())).astype(np.float32))
 
 
 def worst_kind(severity: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
