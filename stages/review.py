@@ -1,5 +1,5 @@
 """Stage review: out-of-sample checks of data/clean (wrong labels, off-topic, near-duplicates, low
-quality) -> data/review/{issues,auto_drop}.csv, metrics/scoring.json, plots/review/{index.html,summary.png}."""
+quality) -> data/review/{issues,auto_drop}.csv, metrics/review.json, plots/review/{index.html,summary.png}."""
 
 import sys
 import time
@@ -40,8 +40,8 @@ def main() -> int:
         print(f"review: {exc}", file=sys.stderr)
         return 1
     review_report.write_tables(Path("data/review"), result, paths, labels, sha256s)
-    files.write_json("metrics/scoring.json", review_report.metrics(result))  # images flagged
-    files.write_json("reports/scoring.json", review_report.report(result))  # by issue, by class, auto-dropped
+    files.write_json("metrics/review.json", review_report.metrics(result))  # images flagged
+    files.write_json("reports/review.json", review_report.report(result))  # by issue, by class, auto-dropped
     review_report.write_page(Path("plots/review/index.html"), result, images, paths, params.classes)
     review_report.summary_png(result, params.classes, Path("plots/review/summary.png"))
     print(summary_line(result, params.review.auto_drop, time.perf_counter() - start))
