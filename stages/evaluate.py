@@ -15,7 +15,7 @@ def main(name: str) -> int:
     report = evaluation_report.evaluate_model(
         name, Path("models") / name / "model.pt", Path("data/split"), plots_dir=Path("plots/eval") / name,
         preds_path=Path("data/preds") / f"{name}.npz", metrics_path=Path("metrics/eval") / f"{name}.json",
-        device=resolve_device(params.device), seed=params.seed)
+        device=resolve_device(params.device), seed=params.seed, tta=params.evaluate.tta)
     mlflow_runs.log_to_run(report.mlflow_run_id, report.tracked_metrics(), report.artifacts)
     print(report.summary_line())
     return 0

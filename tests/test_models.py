@@ -48,7 +48,7 @@ def test_offline_efficientnet_lite0_weights_see_a_cat():
 
     from imgclass.model.preprocess import Preprocessing
 
-    model = models._efficientnet_lite0(pretrained=True, dropout=0.0).eval()
+    model = models._efficientnet_lite("efficientnet_lite0", pretrained=True, dropout=0.0).eval()
     prep = Preprocessing(image_size=224, input_size=224)
     image = prep.to_uint8(Image.fromarray(skimage_data.chelsea()))
     with torch.no_grad():

@@ -99,7 +99,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         choice = predict.resolve_checkpoints(args.model, args.models_dir, args.params, args.ensemble_spec)
         found = predict.expand_paths(args.paths)
-        rows = predict.predict_files(found.files, choice, args.top_k, args.batch_size, resolve_device(args.device))
+        rows = predict.predict_files(found.files, choice, args.top_k, args.batch_size, resolve_device(args.device),
+                                     args.tta, args.preds_dir)
         if args.out:
             predict.write_rows(args.out, rows)
     except (FileNotFoundError, RuntimeError, predict.PredictError) as exc:
@@ -118,7 +119,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from imgclass.serving import export
 
     try:
-        out = export.export_model(Path(args.models_dir) / args.name / "model.pt", args.format, args.out)
+        out = export.export_model(Path(args.models_dir) / args.name / "model.pt", args.format, args.out,
+                                  tta=args.tta, preds_dir=args.preds_dir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"imgclass export: {exc}", file=sys.stderr)
         return 1
@@ -164,6 +166,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from imgclass.tracking import compare
 
     return compare.run(args.width)
+
+
+def add_tta_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", default="evaluated", choices=["evaluated", "none", "hflip"],
+                   help="test-time augmentation: `evaluated` (default) = what the evaluate stage chose for the "
+                        "checkpoint (params evaluate.tta); hflip = mean of the image's and its mirror's probabilities")
+    p.add_argument("--preds-dir", default="data/preds", help="the evaluate stage's saved predictions and TTA choice")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write all rows to this .csv or .json instead of printing a table")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
+    add_tta_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a trained model as TorchScript or ONNX, with its classes and preprocessing")
@@ -221,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["torchscript", "onnx"])
     p.add_argument("--out", help="default: exports/NAME.onnx or exports/NAME.torchscript.pt")
     p.add_argument("--models-dir", default="models")
+    add_tta_arguments(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("register", help="register a model (or the ensemble) in MLflow as a servable pyfunc")

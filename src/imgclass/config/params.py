@@ -13,7 +13,7 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from imgclass.config.architectures import ARCHITECTURES
+from imgclass.config.architectures import ARCHITECTURES, check_arch, check_library_name, split_name
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -139,11 +139,13 @@ class ReviewParams(Section):
     @field_validator("model")
     @classmethod
     def _pretrained_backbone(cls, model: str) -> str:
-        pretrained = sorted(a for a, family in ARCHITECTURES.items() if family != "scratch")
+        if split_name(model):
+            return check_library_name(model)
+        choices = ", ".join(sorted(a for a, kind in ARCHITECTURES.items() if kind != "scratch"))
         if model not in ARCHITECTURES:
-            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(pretrained)}")
-        if model not in pretrained:
-            raise ValueError(f"{model} has no pretrained weights to embed with; choose one of {', '.join(pretrained)}")
+            raise ValueError(f"unknown model {model!r}; choose one of {choices}, or timm/<name> or torchvision/<name>")
+        if ARCHITECTURES[model] == "scratch":
+            raise ValueError(f"{model} has no pretrained weights to embed with; choose one of {choices}")
         return model
 
 
@@ -210,9 +212,7 @@ class ModelParams(Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, arch: str) -> str:
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
-        return arch
+        return check_arch(arch)
 
     @model_validator(mode="after")
     def _freeze_needs_pretrained(self):
@@ -220,6 +220,15 @@ class ModelParams(Section):
             raise ValueError("freeze_epochs needs pretrained weights (imagenet or a checkpoint); "
                              "set freeze_epochs: 0 for a network trained from scratch")
         return self
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+class EvaluateParams(Section):
+    # Test-time augmentation: `hflip` averages the probabilities of each image and its mirror image;
+    # `auto` takes hflip when it is more accurate on the validation split (never the test split).
+    # Evaluate reports both validation accuracies; predict, export and serving apply the evaluated choice.
+    tta: Literal["none", "hflip", "auto"] = "none"
 
 
 # --- ensemble / benchmark ---------------------------------------------------------------------
@@ -289,6 +298,7 @@ class Params(Section):
     review: ReviewParams = ReviewParams()
     split: SplitParams = SplitParams()
     models: dict[str, ModelParams] = Field(min_length=1)
+    evaluate: EvaluateParams = EvaluateParams()
     ensemble: EnsembleParams = EnsembleParams()
     benchmark: BenchmarkParams = BenchmarkParams()
     distributed: DistributedParams = DistributedParams()

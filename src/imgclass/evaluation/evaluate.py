@@ -17,7 +17,7 @@ from sklearn.metrics import (accuracy_score, auc, average_precision_score, class
 from torch import nn
 
 from imgclass import files
-from imgclass.model.preprocess import Preprocessing
+from imgclass.model.preprocess import Preprocessing, check_tta, tta_probabilities
 
 TOP_K = 3
 # Two classes: classes[1] is the positive class, predicted when its probability is above this, which
@@ -30,20 +30,30 @@ SCALAR_KEYS = ("accuracy", "val_accuracy", "macro_f1", "weighted_f1", "ece", "ro
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
-                  batch_size: int = 256) -> np.ndarray:
+                  batch_size: int = 256, tta: str = "none") -> np.ndarray:
     """Class probabilities for uint8 N x H x W x 3 images, through the model's saved preprocessing
-    on both sides (normalised input; logits to probabilities as its loss trained them)."""
+    on both sides (normalised input; logits to probabilities as its loss trained them), with the
+    test-time augmentation `tta` (preprocess.TTA)."""
+    check_tta(tta)
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
-        out.append(prep.probabilities(model(prep.normalize(batch))).cpu().numpy())
+        out.append(tta_probabilities(model, prep, prep.normalize(batch), tta).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of N x C probabilities (0.0 for no images)."""
     return float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+
+
+def choose_tta(configured: str, val_accuracy: dict[str, float]) -> str:
+    """The configured test-time augmentation; `auto`: hflip only when it is more accurate on the
+    validation split (a tie keeps the cheaper none). The test split chooses nothing."""
+    if configured != "auto":
+        return check_tta(configured)
+    return "hflip" if val_accuracy["hflip"] > val_accuracy["none"] else "none"
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
@@ -188,6 +198,7 @@ class SavedPredictions:
     test_probs: np.ndarray
     test_labels: np.ndarray
     checkpoint_sha256: str
+    tta: str = "none"  # the test-time augmentation these probabilities were computed with
 
     @property
     def val_accuracy(self) -> float:
@@ -197,7 +208,7 @@ class SavedPredictions:
         with files.atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez(f, test_probs=self.test_probs, test_labels=self.test_labels, val_probs=self.val_probs,
                      val_labels=self.val_labels, classes=np.array(self.classes),
-                     checkpoint_sha256=np.array(self.checkpoint_sha256))
+                     checkpoint_sha256=np.array(self.checkpoint_sha256), tta=np.array(self.tta))
 
     @classmethod
     def load(cls, path: Path | str) -> "SavedPredictions":
@@ -209,4 +220,18 @@ class SavedPredictions:
                 raise ValueError(f"{path}: written by an older evaluate stage (no checkpoint_sha256); "
                                  "run `dvc repro --force evaluate`")
             return cls([str(c) for c in saved["classes"]], saved["val_probs"], saved["val_labels"],
-                       saved["test_probs"], saved["test_labels"], str(saved["checkpoint_sha256"]))
+                       saved["test_probs"], saved["test_labels"], str(saved["checkpoint_sha256"]),
+                       str(saved["tta"]) if "tta" in saved else "none")
+
+
+def evaluated_tta(preds_path: Path | str, checkpoint: Path | str) -> str:
+    """The test-time augmentation evaluate chose for this checkpoint (saved beside its predictions);
+    none when the checkpoint was not evaluated as it is now."""
+    preds_path, checkpoint = Path(preds_path), Path(checkpoint)
+    if not (preds_path.exists() and checkpoint.exists()):
+        return "none"
+    try:
+        saved = SavedPredictions.load(preds_path)
+    except ValueError:
+        return "none"
+    return saved.tta if saved.checkpoint_sha256 == file_sha256(checkpoint) else "none"

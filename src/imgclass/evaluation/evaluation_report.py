@@ -18,8 +18,9 @@ from imgclass.evaluation import explain
 
 from imgclass import files, plots
 from imgclass.model.checkpoint import load_trained
-from imgclass.evaluation.evaluate import (SavedPredictions, classification_metrics, curve_area, file_sha256, predict_probs,
-                               report_table, roc_pr_curves, scalar_metrics)
+from imgclass.evaluation.evaluate import (SavedPredictions, accuracy, choose_tta, classification_metrics, curve_area,
+                                         file_sha256, predict_probs, report_table, roc_pr_curves, scalar_metrics)
+from imgclass.model.preprocess import TTA
 from imgclass.data.image_cache import load_split
 
 HEADLINE_KEYS = ("accuracy", "macro_f1", "ece")
@@ -33,8 +34,8 @@ class ModelReport:
     mlflow_run_id: str | None
 
     def tracked_metrics(self) -> dict:
-        """Test metrics as test_*, the validation accuracy under a name the training curves do not use."""
-        return {("eval_val_accuracy" if k == "val_accuracy" else f"test_{k}"): v for k, v in self.scalars.items()}
+        """Test metrics as test_*, validation accuracies as eval_val_* (a name the training curves do not use)."""
+        return {(f"eval_{k}" if k.startswith("val_") else f"test_{k}"): v for k, v in self.scalars.items()}
 
     def summary_line(self) -> str:
         shown = " ".join(f"{k}={v:.4g}" for k, v in self.scalars.items() if isinstance(v, (int, float)))
@@ -42,21 +43,29 @@ class ModelReport:
 
 
 def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path, preds_path: Path,
-                   metrics_path: Path, device: torch.device | str = "cpu", seed: int = 0) -> ModelReport:
-    """The model on the test split (reported) and the validation split (saved for later choices)."""
+                   metrics_path: Path, device: torch.device | str = "cpu", seed: int = 0,
+                   tta: str = "none") -> ModelReport:
+    """The model on the test split (reported) and the validation split (saved for later choices),
+    with the test-time augmentation `tta` (none, hflip, or auto: chosen on validation)."""
     model, meta, prep = load_trained(checkpoint, device)
     classes = meta["classes"]
     test_x, test_y = load_split(split_dir, "test", classes, prep.image_size)
     val_x, val_y = load_split(split_dir, "val", classes, prep.image_size)
-    saved = SavedPredictions(classes, predict_probs(model, prep, val_x, device), val_y,
-                             predict_probs(model, prep, test_x, device), test_y, file_sha256(checkpoint))
+    val_probs = {t: predict_probs(model, prep, val_x, device, tta=t) for t in TTA}  # both reported
+    val_by_tta = {t: accuracy(p, val_y) for t, p in val_probs.items()}
+    chosen = choose_tta(tta, val_by_tta)
+    saved = SavedPredictions(classes, val_probs[chosen], val_y, predict_probs(model, prep, test_x, device, tta=chosen),
+                             test_y, file_sha256(checkpoint), chosen)
     metrics = classification_metrics(test_y, saved.test_probs, classes)
-    scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy}
+    scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy,
+               **{f"val_accuracy_tta_{t}": a for t, a in val_by_tta.items()}}
     files.write_json(metrics_path, headline(scalars, meta))
     files.write_json(plots_dir / "report.json", {
         **metrics, "val_accuracy": saved.val_accuracy, "checkpoint_sha256": saved.checkpoint_sha256,
+        "tta": {"configured": tta, "applied": chosen, "val_accuracy": val_by_tta},
         "test_decisions": decisions_on_test(split_dir, classes, saved.test_probs)})
     files.write_text(plots_dir / "report.txt", report_table(metrics, classes))
+    # Grad-CAM, t-SNE and top losses explain the network on the image as it is (probabilities: with TTA).
     pngs = [*metric_plots(name, metrics, test_y, saved.test_probs, classes, plots_dir),
             *explain_plots(model, prep, test_x, test_y, saved.test_probs, classes, plots_dir, device, seed)]
     saved.save(preds_path)

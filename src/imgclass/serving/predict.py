@@ -5,6 +5,10 @@ trained, and report the top-k classes per file.
 the way the ensemble stage chose on the validation split (reports/ensemble.json), and only while
 each member's checkpoint is the one that was evaluated.
 
+Test-time augmentation (`tta`): `evaluated` (the default) applies to each model what the evaluate
+stage chose for that very checkpoint (saved in data/preds/NAME.npz; none for a checkpoint evaluated
+otherwise or not at all); `none` and `hflip` apply that to every model.
+
 Folders are searched for images: files that are neither named like an image nor start like one are
 skipped and counted. An unreadable image, or any file named on its own, becomes a row with status
 `error` and a reason code (see images.REASONS, plus `not_found` and `unreadable`), never an
@@ -28,10 +32,10 @@ from imgclass.evaluation import ensemble
 from imgclass import files
 from imgclass.model.checkpoint import load_trained
 from imgclass.evaluation.ensemble import EnsembleError, EnsembleSpec
-from imgclass.evaluation.evaluate import file_sha256, predict_probs
+from imgclass.evaluation.evaluate import evaluated_tta, file_sha256, predict_probs
 from imgclass.data.images import SNIFF_BYTES, ImageRejected, load_rgb, sniff_format
 from imgclass.config.params import ParamsError, ValidateParams, load_params
-from imgclass.model.preprocess import Preprocessing
+from imgclass.model.preprocess import TTA, Preprocessing, check_tta
 
 ENSEMBLE = "ensemble"
 CHECKPOINT = "model.pt"
@@ -45,6 +49,9 @@ IMAGE_SUFFIXES = frozenset(
     ".png .apng .jpg .jpeg .jpe .jfif .gif .bmp .dib .tif .tiff .webp .heic .heif .avif .jxl .jp2 .ico .ppm "
     ".pgm .pbm .pnm .tga .psd .qoi".split())
 NOT_PICTURES = {"PDF"}  # a signature images.sniff_format knows, but a document, not a picture
+EVALUATED = "evaluated"
+TTA_CHOICES = (EVALUATED, *TTA)
+PREDS_DIR = Path("data/preds")
 
 
 class PredictError(ValueError):
@@ -57,6 +64,7 @@ class Member:
     model: nn.Module
     meta: dict
     prep: Preprocessing
+    tta: str = "none"
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,14 @@ class ModelChoice:
     """Which checkpoints to load, in vote order, and how they vote."""
     checkpoints: dict[str, Path]
     spec: EnsembleSpec
+
+
+def resolve_tta(tta: str, checkpoints: dict[str, Path], preds_dir: Path | str = PREDS_DIR) -> dict[str, str]:
+    """{model: none | hflip}: `evaluated` -> what evaluate chose for each checkpoint as it is now."""
+    if tta != EVALUATED:
+        check_tta(tta)
+        return {name: tta for name in checkpoints}
+    return {name: evaluated_tta(Path(preds_dir) / f"{name}.npz", path) for name, path in checkpoints.items()}
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -103,15 +119,16 @@ def check_evaluated(checkpoints: dict[str, Path], evaluated: dict[str, str], wha
             raise PredictError(f"{path}: not the checkpoint {what} evaluated (sha256 differs); run `dvc repro`")
 
 
-def load_members(checkpoints: Sequence[Path | str], device: torch.device | str = "cpu") -> list[Member]:
+def load_members(checkpoints: Sequence[Path | str], device: torch.device | str = "cpu",
+                 ttas: Sequence[str] | None = None) -> list[Member]:
     """Every checkpoint, checked to predict the same classes in the same order (a vote combines
-    probabilities column by column)."""
+    probabilities column by column); `ttas`: each one's test-time augmentation (default none)."""
     if not checkpoints:
         raise PredictError("no model given")
     members = []
-    for path in map(Path, checkpoints):
+    for path, tta in zip(map(Path, checkpoints), ttas or ["none"] * len(checkpoints)):
         model, meta, prep = load_trained(path, device)
-        members.append(Member(meta.get("name") or path.parent.name, model, meta, prep))
+        members.append(Member(meta.get("name") or path.parent.name, model, meta, prep, check_tta(tta)))
     first = members[0]
     for other in members[1:]:
         if other.meta["classes"] != first.meta["classes"]:
@@ -135,7 +152,7 @@ def predict_images(members: Sequence[Member], images: Sequence[Image.Image], dev
     probs = []
     for member in members:
         uint8 = np.stack([member.prep.to_uint8(image) for image in images])
-        probs.append(predict_probs(member.model, member.prep, uint8, device, batch_size))
+        probs.append(predict_probs(member.model, member.prep, uint8, device, batch_size, member.tta))
     spec = spec or EnsembleSpec([m.name for m in members], "soft_vote", members[0].name, [1.0] * len(members))
     return spec.apply(np.stack(probs))
 
@@ -219,21 +236,28 @@ def batches(items: Sequence, size: int) -> Iterator[Sequence]:
 
 
 def predict_paths(paths: Iterable[Path | str], choice: ModelChoice | Sequence[Path | str], top: int = 3,
-                  batch_size: int = 64, device: torch.device | str = "cpu") -> list[dict]:
+                  batch_size: int = 64, device: torch.device | str = "cpu", tta: str = "none",
+                  preds_dir: Path | str = PREDS_DIR) -> list[dict]:
     """Rows for every file of `expand_paths(paths)` (see predict_files)."""
-    return predict_files(expand_paths(paths).files, choice, top, batch_size, device)
+    return predict_files(expand_paths(paths).files, choice, top, batch_size, device, tta, preds_dir)
 
 
 def predict_files(paths: Sequence[Path], choice: ModelChoice | Sequence[Path | str], top: int = 3,
-                  batch_size: int = 64, device: torch.device | str = "cpu") -> list[dict]:
+                  batch_size: int = 64, device: torch.device | str = "cpu", tta: str = "none",
+                  preds_dir: Path | str = PREDS_DIR) -> list[dict]:
     """One row per file, in input order: status ok with prediction, probability and top_k, or status
     error with reason. Files are decoded batch_size at a time, so memory stays bounded. `choice` is a
-    ModelChoice, or checkpoints to soft-vote."""
+    ModelChoice, or checkpoints to soft-vote (named by their folder). `tta`: see the module doc."""
     if batch_size < 1 or top < 1:
         raise PredictError("batch size and top-k must be at least 1")
-    checkpoints, spec = (list(choice.checkpoints.values()), choice.spec) if isinstance(choice, ModelChoice) \
-        else (list(choice), None)
-    members = load_members(checkpoints, device)
+    if tta not in TTA_CHOICES:
+        raise PredictError(f"unknown tta {tta!r}; choose one of {', '.join(TTA_CHOICES)}")
+    checkpoints, spec = (dict(choice.checkpoints), choice.spec) if isinstance(choice, ModelChoice) \
+        else ({Path(c).parent.name: Path(c) for c in choice}, None)
+    if not isinstance(choice, ModelChoice) and len(checkpoints) < len(choice):  # two folders named alike
+        checkpoints = {str(c): Path(c) for c in choice}
+    ttas = resolve_tta(tta, checkpoints, preds_dir)
+    members = load_members(list(checkpoints.values()), device, [ttas[n] for n in checkpoints])
     classes = classes_of(members)
     rows = []
     for chunk in batches(paths, batch_size):

@@ -9,7 +9,8 @@ Output: one row per input row: status (ok|error), reason and detail (why not), c
 and probabilities ({class: p}, most probable first).
 
 Every member checkpoint is an artifact of the model, with the vote the ensemble stage chose on the
-validation split (`ensemble.json`), so the served ensemble is the evaluated one. The imgclass source
+validation split (`ensemble.json`) and the test-time augmentation evaluate chose for each member
+(`tta.json`), so the served ensemble is the evaluated one. The imgclass source
 travels with the model (code_paths) and the pip requirements are what that code imports, so the
 model loads where imgclass is not installed.
 """
@@ -32,25 +33,26 @@ from PIL import Image
 
 import imgclass
 from imgclass import files, import_closure
-from imgclass.model import models
+from imgclass.config.architectures import family
 from imgclass.tracking import mlflow_runs
 from imgclass.evaluation.ensemble import EnsembleSpec
 from imgclass.evaluation.evaluate import SavedPredictions
-from imgclass.serving.predict import (ENSEMBLE, ENSEMBLE_SPEC, ModelChoice, PredictError, check_evaluated, classes_of,
-                              decode, error_row, load_members, predict_images, resolve_checkpoints,
-                              top_k)
+from imgclass.serving.predict import (ENSEMBLE, ENSEMBLE_SPEC, EVALUATED, ModelChoice, PredictError, check_evaluated,
+                                      classes_of, decode, error_row, load_members, predict_images,
+                                      resolve_checkpoints, resolve_tta, top_k)
 
 REGISTERED_NAME = "imgclass"
 BEST = "best"
 IMAGE_COLUMN, PATH_COLUMN = "image", "path"
 MEMBER_PREFIX = "member_"
 SPEC_ARTIFACT = "ensemble_spec"
+TTA_ARTIFACT = "tta"
 OUTPUT_COLUMNS = ["status", "reason", "detail", "class", "probability", "probabilities"]
 SERVE_ROOT_ENV = "IMGCLASS_SERVE_ROOT"
 PATH_REFUSED = "path_not_allowed"
 # The module the served model imports; its import closure inside imgclass decides the requirements.
 SERVING_MODULE = "imgclass.serving.registry"
-# Packages a model family imports only when such a network is built (models.ARCHITECTURES' families).
+# Packages a model family imports only when such a network is built (architectures.family of the arch).
 FAMILY_PACKAGES = {"timm": "timm"}
 
 
@@ -60,7 +62,9 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.spec = load_spec(context.artifacts)
-        self.members = load_members([context.artifacts[f"{MEMBER_PREFIX}{m}"] for m in self.spec.members])
+        tta = load_tta(context.artifacts)
+        self.members = load_members([context.artifacts[f"{MEMBER_PREFIX}{m}"] for m in self.spec.members],
+                                    ttas=[tta.get(m, "none") for m in self.spec.members])
         self.classes = classes_of(self.members)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -79,6 +83,13 @@ def load_spec(artifacts: dict) -> EnsembleSpec:
         return EnsembleSpec.from_dict(json.loads(Path(artifacts[SPEC_ARTIFACT]).read_text()))
     names = sorted(k[len(MEMBER_PREFIX):] for k in artifacts if k.startswith(MEMBER_PREFIX))
     return EnsembleSpec(names, "soft_vote", names[0], [1.0] * len(names))
+
+
+def load_tta(artifacts: dict) -> dict[str, str]:
+    """{member: none | hflip} as evaluated; models registered before TTA existed use none."""
+    if TTA_ARTIFACT not in artifacts:
+        return {}
+    return json.loads(Path(artifacts[TTA_ARTIFACT]).read_text())
 
 
 def serve_root() -> Path | None:
@@ -183,8 +194,7 @@ def serving_imports(module: str = SERVING_MODULE) -> set[str]:
 def serving_requirements(archs: Sequence[str] = ()) -> list[str]:
     """pip pins of what the served code imports, plus what the members' architectures build with,
     at this environment's versions."""
-    modules = serving_imports() | {FAMILY_PACKAGES[models.ARCHITECTURES[a]] for a in archs
-                                   if models.ARCHITECTURES.get(a) in FAMILY_PACKAGES}
+    modules = serving_imports() | {FAMILY_PACKAGES[family(a)] for a in archs if family(a) in FAMILY_PACKAGES}
     distributions = packages_distributions()
     missing = sorted(m for m in modules if m not in distributions)
     if missing:
@@ -222,21 +232,24 @@ def register(model: str = BEST, name: str = REGISTERED_NAME, models_dir: Path | 
     `name`; return the ModelVersion."""
     choice = choose_models(model, models_dir, preds_dir, params_path, ensemble_spec)
     members = load_members(list(choice.checkpoints.values()))  # fails early: missing model, classes disagree
+    tta = resolve_tta(EVALUATED, choice.checkpoints, preds_dir)
     mlflow_runs.use_experiment()
     source = ENSEMBLE if model == ENSEMBLE else next(iter(choice.checkpoints))
     with tempfile.TemporaryDirectory() as tmp, \
             mlflow.start_run(run_name=f"register {name}", tags={"model": source, "purpose": "register"}):
         spec_file = Path(tmp) / "ensemble.json"
         files.write_json(spec_file, choice.spec.to_dict())
+        tta_file = Path(tmp) / "tta.json"
+        files.write_json(tta_file, tta)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ImageClassifier(),
             artifacts={**{f"{MEMBER_PREFIX}{n}": str(path) for n, path in choice.checkpoints.items()},
-                       SPEC_ARTIFACT: str(spec_file)},
+                       SPEC_ARTIFACT: str(spec_file), TTA_ARTIFACT: str(tta_file)},
             code_paths=[str(Path(imgclass.__file__).parent)],  # serving imports imgclass from the model
             pip_requirements=serving_requirements([m.meta["arch"] for m in members]), signature=signature(),
             input_example=input_example(),
             metadata={"classes": classes_of(members), "members": list(choice.checkpoints),
-                      "vote": choice.spec.vote, "training_runs": [m.meta.get("mlflow_run_id") for m in members]},
+                      "vote": choice.spec.vote, "tta": tta, "training_runs": [m.meta.get("mlflow_run_id") for m in members]},
             registered_model_name=name,
         )
     client, number = mlflow.MlflowClient(), str(info.registered_model_version)
