@@ -6,31 +6,27 @@ file that is deleted when the process ends. Uncompressed rows at 224 px weigh ab
 photos themselves, so they are not kept at rest (nor in DVC's cache or a remote); decoding working
 copies that are already at image_size is cheap (see docs/benchmarks.md).
 
-`write_cache` decodes with threads (`squashed_batches`, shared with the review's embeddings) and appends each row to a .npy file (a temporary file, renamed when
-complete). `CachedImages` reads rows with `os.pread`. Neither maps the file: pages of a memory map that
-a process has touched count in its resident memory until the map closes, and a 20,000-photo split at
-224 px is 3 GB; plain reads and writes leave them in the page cache instead.
+`write_cache` decodes with threads (`decode.squashed_batches`, shared with the review's embeddings)
+and appends each row to a .npy file (a temporary file, renamed when complete). `CachedImages` reads
+rows with `os.pread`. Neither maps the file: pages of a memory map that a process has touched count in
+its resident memory until the map closes, and a 20,000-photo split at 224 px is 3 GB; plain reads and
+writes leave them in the page cache instead.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from imgclass import files
-from imgclass.data.images import decode_rgb
+from imgclass.data.decode import squashed_batches
 from imgclass.data.split import SplitError
-from imgclass.devices import usable_cpus
 from imgclass.model.preprocess import Preprocessing
 from imgclass.progress import Progress
-
-_CHUNK = 256  # images decoded ahead of the write: bounded memory whatever the split's size
-
 
 def write_cache(path: Path, images: Sequence[Path], prep: Preprocessing, desc: str = "cache") -> None:
     """Decode and squash every image to prep.image_size into `path`, atomically.
@@ -45,18 +41,6 @@ def write_cache(path: Path, images: Sequence[Path], prep: Preprocessing, desc: s
             for batch in squashed_batches(images, prep.image_size):
                 f.write(batch.tobytes())
                 progress.update(len(batch))
-
-
-def squashed_batches(paths: Sequence[Path], size: int, batch_size: int = _CHUNK,
-                     workers: int | None = None) -> Iterator[np.ndarray]:
-    """The images in order as uint8 batch x size x size x 3 arrays: each decoded as `images.decode_rgb`
-    does (EXIF, transparency on white: a raw folder reads like a working copy) and squashed as
-    `Preprocessing.to_uint8` squashes for training and prediction, so the review sees the pixels a model
-    sees. Threads decode a batch at a time (Pillow releases the GIL); memory holds one batch."""
-    squash = Preprocessing(size, size).to_uint8
-    with ThreadPoolExecutor(max_workers=workers or min(4, usable_cpus())) as pool:
-        for start in range(0, len(paths), batch_size):
-            yield np.stack(list(pool.map(lambda path: squash(decode_rgb(path)), paths[start:start + batch_size])))
 
 
 def load_split(split_dir: Path, split: str, classes: list[str], image_size: int,

@@ -1,9 +1,9 @@
 """Image embeddings from a pretrained backbone, cached by image content.
 
 `embed_images` returns one L2-normalised feature vector per image: the backbone of `build_model`
-with its classifier replaced by the identity (global-pooled features). Images are squashed to
-`image_size` (RGB, bicubic), normalised as the weights were trained, and optionally averaged with
-their mirror image.
+with its classifier replaced by the identity (global-pooled features). Images are decoded and squashed
+to `image_size` as training squashes them (data/decode.py), normalised as the weights
+were trained, and optionally averaged with their mirror image.
 
 The cache is one `embeddings.npz` (sha256 + features) per backbone key — model, image size, hflip
 and EMBEDDING_VERSION — so a changed model or size never reuses old vectors, and adding images
@@ -16,31 +16,24 @@ depthwise convolutions on 2 cores); its ONNX file is exported once into the cach
 
 from __future__ import annotations
 
-import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
+from imgclass.data.decode import squashed_batches
+from imgclass.devices import usable_cpus
 from imgclass.files import atomic_path
-from imgclass.data.images import load_rgb
-from imgclass.config.params import ValidateParams
 from imgclass.progress import Progress
+from imgclass.review import sha_cache
 
-EMBEDDING_VERSION = 2  # bump when preprocessing changes: every cached vector becomes stale (2: alpha on white)
+# Bump when preprocessing changes: every cached vector becomes stale (2: alpha on white; 3: squashed as
+# Preprocessing.to_uint8 squashes, whose reducing_gap differs from plain bicubic on large downscales).
+EMBEDDING_VERSION = 3
 CACHE_FILE = "embeddings.npz"
 ONNX_FILE = "backbone.onnx"
-_ANY_GEOMETRY = ValidateParams(min_size=1, max_aspect=1e9)  # review judges images, it does not reject them
-
-
-def decode_rgb(path: Path) -> Image.Image:
-    """RGB as validate makes it (EXIF orientation, transparency on white): what the review looks at,
-    also for raw folders given to `imgclass review`. Raises images.ImageRejected for non-images."""
-    return load_rgb(path, _ANY_GEOMETRY)
 
 
 @dataclass(frozen=True)
@@ -83,17 +76,11 @@ def embed_images(paths: Sequence[Path], sha256s: Sequence[str], spec: BackboneSp
 
 
 def load_cache(folder: Optional[Path]) -> dict[str, np.ndarray]:
-    if folder is None or not (folder / CACHE_FILE).exists():
-        return {}
-    with np.load(folder / CACHE_FILE, allow_pickle=False) as data:
-        return dict(zip(data["sha256"].tolist(), data["features"]))
+    return sha_cache.read(folder / CACHE_FILE if folder is not None else None, "features")
 
 
 def save_cache(folder: Path, vectors: dict[str, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / CACHE_FILE) as tmp, tmp.open("wb") as f:
-        np.savez(f, sha256=np.array(list(vectors), dtype="<U64"),
-                 features=np.stack(list(vectors.values())).astype(np.float16))  # half the disk; cosine unaffected
+    sha_cache.write(folder / CACHE_FILE, vectors, "features", np.float16)  # half the disk; cosine unaffected
 
 
 def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size: int,
@@ -102,7 +89,7 @@ def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size
     mean, std = _mean_std(spec.model)
     out = []
     with Progress(len(paths), "review: embedding") as progress:
-        for batch in _batches(paths, spec.image_size, batch_size):
+        for batch in squashed_batches(paths, spec.image_size, batch_size):
             x = (batch.astype(np.float32) / 255 - mean) / std
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
             feats = forward(x)
@@ -111,19 +98,6 @@ def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size
             out.append(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
             progress.update(len(batch))
     return np.concatenate(out).astype(np.float32)
-
-
-def _batches(paths: list[Path], size: int, batch_size: int) -> Iterator[np.ndarray]:
-    """uint8 N x size x size x 3 batches, decoded by threads (Pillow releases the GIL)."""
-    def load(path: Path) -> np.ndarray:
-        img = decode_rgb(path)
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BICUBIC)
-        return np.asarray(img, dtype=np.uint8)
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for start in range(0, len(paths), batch_size):
-            yield np.stack(list(pool.map(load, paths[start:start + batch_size])))
 
 
 def _mean_std(model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +140,7 @@ def _onnx_forward(network, spec: BackboneSpec, folder: Optional[Path]) -> Callab
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = _cpu_threads()
+    options.intra_op_num_threads = usable_cpus()
     options.log_severity_level = 3  # errors only
     if folder is not None:  # exported once per backbone key, beside its vectors
         if not (folder / ONNX_FILE).exists():
@@ -189,7 +163,3 @@ def _export_onnx(network, image_size: int, path: Path) -> None:
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         torch.onnx.export(network, torch.zeros(1, 3, image_size, image_size), str(tmp), input_names=["images"],
                           output_names=["features"], dynamic_axes={"images": {0: "n"}}, dynamo=False)
-
-
-def _cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
