@@ -7,7 +7,7 @@ DEBIAN_PACKAGES := dataset-fashion-mnist tuxpaint-stamps-default chromium
 export MLFLOW_DISABLE_TELEMETRY := true
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test ui debian-data plots-template
+.PHONY: setup run test test-fast ui debian-data plots-template
 
 setup: $(STAMP) debian-data plots-template
 
@@ -15,12 +15,14 @@ setup: $(STAMP) debian-data plots-template
 PLOTS_TEMPLATE := .dvc/plots/offline.html
 plots-template: $(PLOTS_TEMPLATE)
 $(PLOTS_TEMPLATE): package-lock.json $(STAMP)
+	@echo "==> setup: vega for offline plots (npm ci)"
 	npm ci --no-audit --no-fund --silent
 	$(PY) -m imgclass.plots_template --node-modules node_modules --out $(PLOTS_TEMPLATE)
 	$(VENV)/bin/dvc config --local plots.html_template plots/offline.html
 
 # Reinstalls only when the project's requirements change.
 $(STAMP): pyproject.toml
+	@echo "==> setup: Python packages into $(VENV) (pip; again only when pyproject.toml changes)"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -34,15 +36,22 @@ debian-data:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "==> setup: Debian packages:$$missing (apt-get)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "note: missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
 run: setup
+	@echo "==> pipeline: dvc repro (each stage says its name as it starts)"
 	$(VENV)/bin/dvc repro
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+# The inner loop: all but the tests marked slow (repositories built with dvc repro, real servers,
+# torchrun and other multi-process runs, browsers); `make test` runs them all.
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
 
 # One local user: one uvicorn worker and no background job runners (MLflow's GenAI jobs): 0.5 GB of
 # memory instead of 3 GB with mlflow's defaults. UI_PORT / UI_STORE / UI_ARTIFACTS let tests serve another store.

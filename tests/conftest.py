@@ -40,7 +40,8 @@ def tiny_params_dict(**overrides) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["classes"] = FOUR_CLASSES
     raw["scrape"]["max_per_class"] = 60
-    raw["models"] = {"cnn_simple": {"arch": "cnn_simple", "epochs": 2, "batch_size": 32, "lr": 0.01}}
+    # min_steps 0: the epochs asked for (the default 100 steps would make 6 steps an epoch train 17 epochs)
+    raw["models"] = {"cnn_simple": {"arch": "cnn_simple", "epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 0.01}}
     raw["benchmark"] = {"archs": ["cnn_simple"], "batch_sizes": [16, 32], "images": 64, "repeats": 1, "warmup": 0}
     for key, value in overrides.items():
         raw[key] = value
@@ -69,3 +70,39 @@ def fashion_split(tmp_path_factory):
 
     params = parse_params(tiny_params_dict())
     return params, make_split(params, tmp_path_factory.mktemp("fashion"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(fashion_split, tmp_path_factory) -> Path:
+    """models/m/model.pt: a cnn_simple trained for two epochs on fashion_split, trained once a session
+    (test_predict.train_tiny's network). Read only: a test that changes it copies the folder first."""
+    from imgclass.training.train import train
+    from test_train import with_model
+
+    params, split_dir = fashion_split
+    root = tmp_path_factory.mktemp("tiny-checkpoint")
+    train("m", with_model(params, epochs=2), split_dir, root / "models" / "m", root / "resume", root / "live",
+          track=False)
+    return root / "models" / "m" / "model.pt"
+
+
+PIPELINE_MODELS = ("cnn_simple", "cnn_medium")
+
+
+@pytest.fixture(scope="session")
+def finished_pipeline(tmp_path_factory) -> Path:
+    """A scratch repository after the real `dvc repro` of tiny params with two models (3 epochs each),
+    committed: the baseline that test_pipeline and test_parallel_experiments both start from. Read
+    only: each module works in its own copy (scratch_repo.copy_finished), so no test sees another's
+    experiments."""
+    require_fashion()
+    from scratch_repo import make_repo, run
+
+    raw = tiny_params_dict()
+    raw["models"] = {m: {"arch": m, "epochs": 3, "min_steps": 0, "batch_size": 32, "lr": 0.01}
+                     for m in PIPELINE_MODELS}
+    repo = make_repo(tmp_path_factory.mktemp("finished") / "repo", raw)
+    run(["dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "first run"], repo)
+    return repo

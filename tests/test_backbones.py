@@ -146,6 +146,7 @@ def offline_error(arch: str, tmp_path: Path) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.slow
 def test_offline_timm_weights_name_the_file_and_where_it_goes(tmp_path):
     line = offline_error("timm/resnet10t", tmp_path)
     assert line.startswith("timm/resnet10t ImageNet weights: download failed") and "\n" not in line

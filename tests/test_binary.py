@@ -21,9 +21,12 @@ from imgclass.model.checkpoint import load_trained
 from imgclass.evaluation.evaluate import classification_metrics, predict_probs
 from imgclass.data.image_cache import load_split
 
+pytestmark = pytest.mark.slow  # two members trained and the evaluate, ensemble stages run: not `make test-fast`
+
 PAIR = ["sneaker", "bag"]  # classes[1] = "bag" is the positive class
-MEMBERS = {"a": {"arch": "cnn_simple", "epochs": 8, "batch_size": 16, "lr": 0.01},
-           "b": {"arch": "cnn_simple", "epochs": 3, "batch_size": 16, "lr": 0.005}}
+# min_steps 0: the epochs written (the default 100 steps made each member train 25 epochs on 4 batches)
+MEMBERS = {"a": {"arch": "cnn_simple", "epochs": 8, "min_steps": 0, "batch_size": 16, "lr": 0.01},
+           "b": {"arch": "cnn_simple", "epochs": 3, "min_steps": 0, "batch_size": 16, "lr": 0.005}}
 
 
 def binary_params_dict() -> dict:

@@ -65,6 +65,7 @@ def train_both(tmp_path, split_dir, model: dict) -> tuple[Path, Path, subprocess
     return single, double, run_train_stage(double)
 
 
+@pytest.mark.slow  # torchrun: several processes that each import torch
 def test_two_gloo_processes_train_a_scratch_cnn_like_one_process(fashion_split, tmp_path):
     _, split_dir = fashion_split
     model = {"arch": "cnn_simple", "epochs": 3, "lr": 0.01, "dropout": 0.0}
@@ -89,6 +90,7 @@ def test_two_gloo_processes_train_a_scratch_cnn_like_one_process(fashion_split, 
     assert head_change < 0.15
 
 
+@pytest.mark.slow  # torchrun: several processes that each import torch
 def test_without_batchnorm_two_processes_take_the_same_steps_as_one(fashion_split, tmp_path):
     """The frozen phase trains the pretrained network's head alone on cached features (no BatchNorm):
     here DDP must reproduce the single-process run up to the order of floating-point sums."""
@@ -124,6 +126,7 @@ def test_distributed_params_and_devices_are_checked():
 
 
 
+@pytest.mark.slow  # torchrun: several processes that each import torch
 def test_killing_torchrun_stops_its_workers_and_the_rerun_resumes(fashion_split, tmp_path):
     _, split_dir = fashion_split
     root = project(tmp_path / "killed", split_dir, {"arch": "cnn_simple", "epochs": 40, "lr": 0.01}, processes=2)

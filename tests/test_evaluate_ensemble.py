@@ -173,17 +173,16 @@ def test_roc_and_pr_curves_for_two_and_for_more_classes():
     assert roc_pr_curves(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]])) == {"roc": [], "pr": []}
 
 
-def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tmp_path):
+def test_evaluation_of_four_classes_writes_every_declared_output(fashion_split, tiny_checkpoint, tmp_path):
     from evaluation_checks import assert_png_figure, assert_report_matches_predictions
     from imgclass.evaluation import evaluation_report
     from imgclass import files
     from imgclass.model.checkpoint import load_trained
     from imgclass.evaluation.evaluate import predict_probs
     from imgclass.data.image_cache import load_split
-    from test_predict import train_tiny
 
     params, split_dir = fashion_split
-    checkpoint = train_tiny(fashion_split, tmp_path / "models")
+    checkpoint = tiny_checkpoint  # read only: evaluate_model writes beside tmp_path
     report = evaluation_report.evaluate_model("m", checkpoint, split_dir, tmp_path / "plots", tmp_path / "m.npz",
                                     tmp_path / "m.json")
     headline = files.read_json(tmp_path / "m.json")

@@ -31,6 +31,7 @@ def assert_parity(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual, expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_onnx_matches_the_checkpoint_at_any_batch_size(trained, tmp_path):
     checkpoint, x, expected = trained
     out = export_model(checkpoint, "onnx", tmp_path / "m.onnx")

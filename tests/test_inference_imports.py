@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 BLOCK_KORNIA = """
 import sys
 class BlockKornia:
@@ -22,6 +24,7 @@ def test_the_block_itself_works():
     assert proc.returncode != 0 and "kornia is blocked" in proc.stderr
 
 
+@pytest.mark.slow
 def test_inference_modules_import_without_kornia():
     proc = run_python("import imgclass.serving.predict, imgclass.model.checkpoint, imgclass.evaluation.evaluate, imgclass.model.preprocess\n"
                       "assert not any(m == 'kornia' or m.startswith('kornia.') for m in sys.modules)\n"

@@ -75,7 +75,8 @@ def make_ui(store_uri: str, artifacts: Path, log: Path):
         wait_until_up(url, server, log)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it exited already: wait_until_up says why
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
 
 

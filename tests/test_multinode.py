@@ -61,6 +61,7 @@ def listing(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*")}
 
 
+@pytest.mark.slow  # torchrun: several processes that each import torch
 def test_two_nodes_train_like_one_process_and_only_node_0_writes(fashion_split, tmp_path):
     _, split_dir = fashion_split
     single = project(tmp_path / "single", split_dir, MODEL, processes=1)
@@ -90,6 +91,7 @@ def test_two_nodes_train_like_one_process_and_only_node_0_writes(fashion_split, 
     assert (two["head.weight"] - one["head.weight"]).norm() / one["head.weight"].norm() < 0.15
 
 
+@pytest.mark.slow  # torchrun: several processes that each import torch
 def test_two_machines_that_both_say_node_0_stop_with_one_line(fashion_split, tmp_path):
     _, split_dir = fashion_split
     endpoint = f"127.0.0.1:{free_port()}"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_fashion, tiny_params_dict
-from scratch_repo import make_repo, run
+from scratch_repo import copy_finished, run
 
 pytestmark = pytest.mark.slow
 EXPERIMENTS = {"fast-lr": "models.cnn_simple.lr=0.03", "medium-2ep": "models.cnn_medium.epochs=2"}
@@ -31,15 +30,10 @@ def wait_for_queue(repo: Path, timeout: float = 900) -> str:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    require_fashion()
-    raw = tiny_params_dict()
-    tiny = {"epochs": 1, "batch_size": 32, "lr": 0.01, "min_steps": 0}
-    raw["models"] = {"cnn_simple": {"arch": "cnn_simple", **tiny}, "cnn_medium": {"arch": "cnn_medium", **tiny}}
-    repo = make_repo(tmp_path_factory.mktemp("parallel"), raw)
-    run(["dvc", "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "baseline"], repo)
+def repo(finished_pipeline, tmp_path_factory):
+    """A copy of conftest's finished_pipeline (the committed baseline of cnn_simple and cnn_medium, shared
+    with test_pipeline) with both EXPERIMENTS run at once from the queue."""
+    repo = copy_finished(finished_pipeline, tmp_path_factory.mktemp("parallel") / "repo")
     for name, change in EXPERIMENTS.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", change], repo)
     run(["dvc", "queue", "start", "-j", "2"], repo)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FOUR_CLASSES, require_fashion, tiny_params_dict
+from conftest import FOUR_CLASSES, PIPELINE_MODELS
 from evaluation_checks import assert_png_figure, assert_report_matches_predictions
-from scratch_repo import make_repo, ran_stages, run
+from scratch_repo import copy_finished, ran_stages, run
 from test_plots_offline import chromium, drawn_charts, needs_chromium, needs_node_modules, offline_page
 from test_plots_offline import chromium_installed, node_modules  # noqa: F401  (the fixtures those marks use)
 
-MODELS = ("cnn_simple", "cnn_medium")
+MODELS = PIPELINE_MODELS  # conftest.finished_pipeline trains these
 VOTES = ("soft_vote", "weighted_vote", "hard_vote", "oracle")
 # Metric columns of `dvc exp show`: scrape (downloaded), validate (accepted), split (train, val, test,
 # moved), review (flagged), ensemble (three votes, the oracle, chosen_vote), benchmark (best throughput),
@@ -40,15 +40,10 @@ def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    require_fashion()
-    raw = tiny_params_dict()
-    raw["models"] = {m: {"arch": m, "epochs": 3, "batch_size": 32, "lr": 0.01} for m in MODELS}
-    repo = make_repo(tmp_path_factory.mktemp("pipeline"), raw)
-    run(["dvc", "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "first run"], repo)
-    return repo
+def repo(finished_pipeline, tmp_path_factory):
+    """This module's copy of conftest's finished_pipeline: the real `dvc repro` of MODELS, committed.
+    The tests here add experiments to it (an_experiment reuses one or runs its own)."""
+    return copy_finished(finished_pipeline, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def test_repro_produces_every_declared_output(repo):

@@ -131,6 +131,7 @@ def test_dvc_uses_the_configured_template(pages):
     assert '<img src="static/workspace_sample.png">' in offline
 
 
+@pytest.mark.slow
 @needs_chromium
 @needs_node_modules
 def test_offline_page_draws_every_plot_without_network(pages, tmp_path):
@@ -143,6 +144,7 @@ def test_offline_page_draws_every_plot_without_network(pages, tmp_path):
     assert drawn_charts(chromium(pages["default"], tmp_path, "--dump-dom")) == 0
 
 
+@pytest.mark.slow
 @needs_chromium
 @needs_node_modules
 def test_offline_page_screenshot_shows_charts(pages, tmp_path):

@@ -25,7 +25,7 @@ from imgclass.evaluation.evaluate import SavedPredictions, predict_probs
 from imgclass.serving.predict import PredictError
 from imgclass.serving.registry import (PATH_REFUSED, SERVE_ROOT_ENV, best_model, choose_models, register, registered_uri,
                                serving_imports, serving_requirements)
-from test_predict import save_predictions, split_images, train_tiny
+from test_predict import save_predictions, split_images
 
 SERVER_START_S = 180  # mlflow + torch imports on two busy cores
 REQUEST_S = 60
@@ -33,12 +33,13 @@ MEMBER = {"arch": "cnn_simple", "epochs": 2, "batch_size": 32}
 
 
 @pytest.fixture(scope="module")
-def store(fashion_split, tmp_path_factory):
+def store(fashion_split, tiny_checkpoint, tmp_path_factory):
     """A project folder after `dvc repro`: params members m and copy (the same network), their saved
     predictions and the ensemble's metrics, a stale models/old that params no longer names, an empty
     sqlite store, MLFLOW_TRACKING_URI pointing at it and the working directory inside it."""
     root = tmp_path_factory.mktemp("registry")
-    checkpoint = train_tiny(fashion_split, root / "models")
+    checkpoint = root / "models" / "m" / "model.pt"  # conftest's session checkpoint, copied: tests change it
+    shutil.copytree(tiny_checkpoint.parent, checkpoint.parent)
     shutil.copytree(checkpoint.parent, root / "models" / "copy")
     _, meta, _ = load_trained(checkpoint)
     torch.manual_seed(2)
@@ -87,6 +88,7 @@ def test_best_model_is_chosen_on_validation_never_on_test(tmp_path):
         best_model(["a"], tmp_path / "missing")
 
 
+@pytest.mark.slow  # an MLflow store with the evaluated members registered in it (the `store` fixture)
 def test_best_refuses_a_checkpoint_changed_since_evaluation(store, tmp_path):
     shutil.copytree(store / "models", tmp_path / "models")
     torch.manual_seed(5)
@@ -97,6 +99,7 @@ def test_best_refuses_a_checkpoint_changed_since_evaluation(store, tmp_path):
     assert list(choose_models("best", store / "models").checkpoints) == ["m"]
 
 
+@pytest.mark.slow  # an MLflow store with the evaluated members registered in it (the `store` fixture)
 def test_registered_pyfunc_takes_base64_images_and_refuses_paths_by_default(registered, expected):
     import mlflow
 
@@ -113,6 +116,7 @@ def test_registered_pyfunc_takes_base64_images_and_refuses_paths_by_default(regi
     np.testing.assert_allclose([out["probabilities"][0][c] for c in classes], probs[0], atol=1e-6)
 
 
+@pytest.mark.slow  # an MLflow store with the evaluated members registered in it (the `store` fixture)
 def test_paths_are_read_only_under_the_operators_root(registered, expected, tmp_path, monkeypatch):
     import mlflow
 
@@ -135,6 +139,7 @@ def test_paths_are_read_only_under_the_operators_root(registered, expected, tmp_
     assert set(refused["reason"]) == {PATH_REFUSED} and refused["detail"].nunique() == 1
 
 
+@pytest.mark.slow  # an MLflow store with the evaluated members registered in it (the `store` fixture)
 def test_ensemble_registers_the_evaluated_members_and_vote(store, registered, expected, capsys):
     import mlflow
 
@@ -167,6 +172,7 @@ print(json.dumps({"imgclass": imgclass.__file__, "class": out["class"][0],
 """
 
 
+@pytest.mark.slow  # a fresh interpreter loading the model: half a minute
 def test_registered_model_loads_where_imgclass_is_not_installed(registered, expected, store):
     paths, probs, classes = expected
     image = base64.b64encode(paths[0].read_bytes()).decode()
@@ -220,6 +226,7 @@ def stop(server: subprocess.Popen) -> None:
             server.wait(timeout=20)
 
 
+@pytest.mark.slow  # a real `mlflow models serve`: half a minute
 def test_served_model_classifies_a_posted_png(registered, expected, store):
     paths, probs, classes = expected
     bin_dir = Path(sys.executable).parent

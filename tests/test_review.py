@@ -19,13 +19,16 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from conftest import FASHION, TUXPAINT, require_fashion, require_tuxpaint
 from imgclass.review import scoring
-from imgclass.review.embeddings import BackboneSpec, decode_rgb, embed_images
+from imgclass.data.images import decode_rgb
+from imgclass.review.embeddings import BackboneSpec, embed_images
 from imgclass.config.params import ParamsError, ReviewParams, ValidateParams, parse_params
 from imgclass.data.validate import group_names, validate_tree
+from scratch_repo import keep_review_backbones, seed_review_backbones
 
 CLASSES = ["mammals", "vehicles"]
 PER_CLASS = 24
 FAST = ReviewParams(image_size=96)  # photos at 96 px: the checks below hold, in a third of 128's time
+FAST_KEY = BackboneSpec(FAST.model, FAST.image_size, FAST.hflip).key  # its folder in a cache: data/embeddings/<key>
 
 
 def tuxpaint_photos(cls: str) -> list[Path]:
@@ -68,8 +71,10 @@ def reviewed(noisy_tree, tmp_path_factory) -> dict:
     folder = labelled_folder(src)
     groups = group_names(folder.sha256s, folder.phashes, ValidateParams().near_duplicate_distance)
     cache = tmp_path_factory.mktemp("embeddings")
+    seed_review_backbones(cache, FAST_KEY)
     result = scoring.find_issues(folder.images, folder.labels, folder.sha256s, folder.classes, FAST, cache,
                                 groups=groups)
+    keep_review_backbones(cache)  # exported once a session: test_stage_writes_every_output reviews at 96 px too
     paths = [p.relative_to(src).as_posix() for p in folder.images]
     return {"result": result, "paths": paths, "labels": folder.labels, "classes": folder.classes,
             "images": folder.images, "sha256s": folder.sha256s, "cache": cache}
@@ -80,6 +85,7 @@ def issues_of(reviewed: dict, path: str) -> dict[str, dict]:
     return {r["issue"]: r for r in reviewed["result"].issues if r["index"] == index}
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_result_follows_the_contract(reviewed):
     result, n = reviewed["result"], len(reviewed["paths"])
     assert sorted(result.ranking) == list(range(n))
@@ -95,6 +101,7 @@ def test_result_follows_the_contract(reviewed):
     assert set(result.summary["seconds"]) == {"embed", "cv", "issues"}
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_flipped_label_is_found_with_the_right_suggestion(noisy_tree, reviewed):
     found = issues_of(reviewed, noisy_tree["flipped"])
     assert found["label"]["suggested_class"] == "vehicles"
@@ -102,6 +109,7 @@ def test_flipped_label_is_found_with_the_right_suggestion(noisy_tree, reviewed):
     assert flipped in reviewed["result"].ranking[:4]  # among the most suspicious of ~50
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_off_topic_image_is_an_outlier(noisy_tree, reviewed):
     assert "outlier" in issues_of(reviewed, noisy_tree["noise"])
     made = {reviewed["paths"].index(noisy_tree[k]) for k in ("noise", "black", "flat", "blurred")}
@@ -109,6 +117,7 @@ def test_off_topic_image_is_an_outlier(noisy_tree, reviewed):
     assert len(photos) <= 1  # the photos themselves are not off-topic
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_dark_and_flat_images_are_low_quality(noisy_tree, reviewed):
     assert "low_quality" in issues_of(reviewed, noisy_tree["black"])
     assert "low_quality" in issues_of(reviewed, noisy_tree["flat"])
@@ -117,6 +126,7 @@ def test_dark_and_flat_images_are_low_quality(noisy_tree, reviewed):
     assert {"low_quality", "outlier"} & set(issues_of(reviewed, noisy_tree["blurred"]))
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_near_duplicate_across_classes(noisy_tree, reviewed):
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin"])
     assert "near_duplicate" in issues_of(reviewed, noisy_tree["twin_of"])
@@ -129,6 +139,7 @@ def test_near_duplicate_across_classes(noisy_tree, reviewed):
     assert "another class" in card["reason"] and card["reason"].endswith(noisy_tree["twin_of"])
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_auto_drop_modes(noisy_tree, reviewed):
     rows = reviewed["result"].issues
     lenient = FAST.model_copy(update={"drop_label_score": 0.5, "drop_outlier_score": 0.5, "drop_low_quality_score": 0.7})
@@ -149,6 +160,7 @@ def test_auto_drop_modes(noisy_tree, reviewed):
     assert all(d["score"] >= 1.0 for d in scoring.choose_auto_drop(rows, strict))
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_auto_drop_acts_on_flagged_rows_only(reviewed):
     result = reviewed["result"]
     everything = FAST.model_copy(update={"auto_drop": "all", "drop_label_score": 0.0, "drop_outlier_score": 0.0,
@@ -158,6 +170,7 @@ def test_auto_drop_acts_on_flagged_rows_only(reviewed):
     assert dropped == {r["index"] for r in result.issues if r["issue"] != "near_duplicate"}
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_issues_csv_and_page_list_the_next_most_suspicious_after_the_flagged_in_ranking_order(reviewed, tmp_path):
     from imgclass.review.review_report import write_page, write_tables
 
@@ -235,6 +248,7 @@ def test_folds_keep_groups_whole_and_split_a_class_that_is_one_group():
         assert len(set(folds[18:].tolist())) > 1
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_cache_embeds_only_new_images(tmp_path):
     require_tuxpaint()
     photos = tuxpaint_photos("mammals")[:8]
@@ -249,6 +263,7 @@ def test_cache_embeds_only_new_images(tmp_path):
     assert embed_images(photos, shas, BackboneSpec("efficientnet_lite0", 48), tmp_path).embedded == 8  # new size
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_fashion_mnist_flipped_labels_are_found(tmp_path):
     require_fashion()
     from imgclass.data.sources.fashion_mnist import CLASSES as FASHION_CLASSES, find_files, read_idx
@@ -276,8 +291,8 @@ def test_fashion_mnist_flipped_labels_are_found(tmp_path):
 def test_bad_review_params_are_one_line_errors():
     base = {"classes": ["a", "b"], "models": {"m": {"arch": "cnn_simple"}}}
     cases = {
-        "cnn_simple": "scoring.model: cnn_simple has no pretrained weights",
-        "resnet_9000": "scoring.model: unknown model 'resnet_9000'",
+        "cnn_simple": "review.model: cnn_simple has no pretrained weights",
+        "resnet_9000": "review.model: unknown model 'resnet_9000'",
     }
     for model, message in cases.items():
         with pytest.raises(ParamsError) as err:
@@ -293,6 +308,7 @@ def test_bad_review_params_are_one_line_errors():
         scoring.find_issues([Path("x.png")] * 2, ["a", "c"], ["0", "1"], ["a", "b"], ReviewParams(), None)
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
     from imgclass.cli import main
 
@@ -315,8 +331,9 @@ def test_cli_review_end_to_end(noisy_tree, tmp_path, capsys):
     assert "imgclass review:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the efficientnet_lite0 backbone embeds real images (seconds to tens of seconds)
 def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
-    """stages/scoring.py on validate's output: the files dvc.yaml declares, paths as report.csv's `out`."""
+    """stages/review.py on validate's output: the files dvc.yaml declares, paths as report.csv's `out`."""
     import importlib.util
 
     from conftest import REPO
@@ -336,11 +353,12 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     Path("params.yaml").write_text(yaml.safe_dump({
         "classes": CLASSES, "device": "cpu", "models": {"m": {"arch": "cnn_simple"}},
         "review": {"image_size": 96, "auto_drop": "all"}}))
-    spec = importlib.util.spec_from_file_location("review_stage", REPO / "stages/scoring.py")
+    seed_review_backbones(Path("data/embeddings"), FAST_KEY)  # the stage below reviews at 96 px, as FAST
+    spec = importlib.util.spec_from_file_location("review_stage", REPO / "stages/review.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     assert stage.main() == 0
-    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/scoring.json", "reports/scoring.json",
+    for output in ("data/review/issues.csv", "data/review/auto_drop.csv", "metrics/review.json", "reports/review.json",
                    "plots/review/index.html", "plots/review/summary.png"):
         assert Path(output).stat().st_size > 0, output
     outs = {row["out"] for row in csv.DictReader(open("data/clean/report.csv")) if row["status"] == "ok"}
@@ -351,9 +369,9 @@ def test_stage_writes_every_output(noisy_tree, tmp_path, monkeypatch):
     drops = list(csv.DictReader(open("data/review/auto_drop.csv")))
     assert drops and all(row["reason"] for row in drops) and {row["sha256"] for row in drops} <= flagged
 
-    detail = json.loads(Path("reports/scoring.json").read_text())
+    detail = json.loads(Path("reports/review.json").read_text())
     assert detail["images"] == len(outs) and set(scoring.ISSUE_KINDS) <= set(detail["issues"])
-    assert json.loads(Path("metrics/scoring.json").read_text()) == {"flagged": len(flagged)}  # not the rows below
+    assert json.loads(Path("metrics/review.json").read_text()) == {"flagged": len(flagged)}  # not the rows below
     assert detail["flagged"] == len(flagged) and sum(detail["auto_drop"].values()) == len(drops)
     first_issues = Path("data/review/issues.csv").read_text()
     assert stage.main() == 0  # a rerun: every embedding and quality measurement from data/embeddings

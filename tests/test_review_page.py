@@ -399,6 +399,7 @@ def shown_shas(browser: Chromium) -> list[str]:
     return browser.js("[...document.querySelectorAll('.card')].map(c => c.dataset.sha256)")
 
 
+@pytest.mark.slow  # thousands of cards in headless Chromium
 def test_thousands_of_findings_page_and_filter_and_decisions_span_pages(many_findings, browser, tmp_path):
     page = tmp_path / "review" / "index.html"
     write_review_page(page, many_findings, MANY_CLASSES, {"images": MANY})

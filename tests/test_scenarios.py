@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import TUXPAINT, require_fashion, require_tuxpaint
@@ -29,7 +30,7 @@ from imgclass.files import read_csv
 from imgclass.data.image_cache import load_split
 from imgclass.data.images import load_rgb, sha256_of_pixels
 from imgclass.config.params import ValidateParams
-from scratch_repo import make_repo, run
+from scratch_repo import copy_finished, make_repo, run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -306,8 +307,12 @@ def test_single_model_votes_equal_the_member(imbalanced):
     assert all(table[vote] == table["only"] for vote in VOTES) and table["oracle"] == table["only"]
 
 
-def test_one_image_below_min_per_class_fails_naming_the_class(imbalanced):
-    repo, root = imbalanced  # the last test of this repository: it removes an image
+def test_one_image_below_min_per_class_fails_naming_the_class(imbalanced, tmp_path):
+    # a copy of the finished repository and of its image tree: the other tests keep all 20 bags
+    repo, root = copy_finished(imbalanced[0], tmp_path / "repo"), shutil.copytree(imbalanced[1], tmp_path / "tree")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["scrape"]["folder"]["root"] = str(root)
+    write_params(repo, params)
     sorted((root / "bag").glob("*.png"))[0].unlink()
     # DVC does not watch a folder outside the repository: the README says to force the scrape
     run(["dvc", "repro", "--force", "scrape"], repo)

@@ -456,6 +456,7 @@ def test_split_stage_counts_what_moved_since_its_previous_run(tmp_path, monkeypa
     assert third["moved"] == third["moved_by_merge"] == 0 and third["moved_by_restart"] > 50
 
 
+@pytest.mark.slow
 def test_writing_a_large_cache_keeps_peak_memory_flat(tmp_path):
     """1,500 rows at 224 px (225 MB) written by a fresh process: its peak resident memory stays far
     below the cache's size (a memory-mapped writer kept every written page resident)."""

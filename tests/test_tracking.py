@@ -169,6 +169,7 @@ WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # four real processes racing on one sqlite store: about a minute on 2 cores
 def test_parallel_pipeline_runs_all_land_complete_in_one_sqlite_store(project):
     """Real processes on a fresh store (schema creation races too), as `dvc queue start -j N` runs them."""
     experiments, epochs = [f"exp-{i}" for i in range(4)], 15

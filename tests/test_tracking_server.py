@@ -208,7 +208,7 @@ def test_writes_to_a_server_do_not_wait_for_this_machines_lock(server, tmp_path,
 
 def run_client(uri: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from imgclass import tracking; "
+    proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from imgclass.tracking import mlflow_runs; "
                            "mlflow_runs.Tracker('cnn', {}, Path('dvclive/cnn'))"],
                           cwd=cwd, env=client_env(uri), capture_output=True, text=True, timeout=120)
     return proc, time.monotonic() - started

@@ -22,8 +22,9 @@ from imgclass.training.train import (ArrayDataset, EarlyStopper, Phase, Stepper,
 
 
 def with_model(params, **cfg):
+    """params with one model m: a cnn_simple that trains exactly its epochs unless cfg sets min_steps."""
     raw = params.model_dump(by_alias=True)
-    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "batch_size": 32, **cfg}}
+    raw["models"] = {"m": {"arch": "cnn_simple", "epochs": 2, "min_steps": 0, "batch_size": 32, **cfg}}
     return parse_params(raw)
 
 
@@ -188,6 +189,7 @@ def kill_after_epochs(params, split_dir: Path, out: Path, epochs: int) -> int:
     return done
 
 
+@pytest.mark.slow  # a real train stage process, killed and rerun
 def test_a_run_killed_mid_training_resumes_where_it_stopped(fashion_split, tmp_path, capsys):
     base, split_dir = fashion_split
     params = with_model(base, epochs=12, schedule="cosine", min_steps=0)
@@ -221,6 +223,7 @@ def drop_training_images(split_dir: Path, out: Path, keep: int) -> Path:
     return out
 
 
+@pytest.mark.slow  # a real train stage process, killed and rerun
 def test_a_killed_run_does_not_resume_on_changed_data_and_says_why(fashion_split, tmp_path, capsys):
     base, split_dir = fashion_split
     data = tmp_path / "split"
@@ -291,6 +294,7 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
     assert run.data.tags.get("mlflow.parentRunId")  # nested under the pipeline's run
 
 
+@pytest.mark.slow  # torch.compile of two trainings: seconds of compilation
 def test_compiled_training_follows_eager_training_and_saves_plain_weights(fashion_split, tmp_path):
     base, split_dir = fashion_split
     from torch._dynamo.utils import counters

@@ -71,6 +71,7 @@ def test_cached_frozen_phase_keeps_the_backbone_and_trains_the_head(fashion_spli
     assert not torch.equal(model.head.weight, head)  # the network's own head was trained
 
 
+@pytest.mark.slow  # pretrained efficientnet_lite0 trained through several phases: ~10 s each
 def test_cached_and_uncached_frozen_phases_follow_the_same_trajectory(fashion_split, tmp_path, pretrained,
                                                                       feature_phases, monkeypatch):
     base, split_dir = fashion_split
@@ -90,6 +91,7 @@ def test_cached_and_uncached_frozen_phases_follow_the_same_trajectory(fashion_sp
     assert cached["history"][2]["train_loss"] < cached["history"][0]["train_loss"]  # the head did learn
 
 
+@pytest.mark.slow  # pretrained efficientnet_lite0 trained through several phases: ~10 s each
 @pytest.mark.parametrize("augment", [{"hflip": True}, {"mixup": 0.4}])
 def test_the_head_phase_fits_unaugmented_cached_features_and_augmentation_starts_after(
         fashion_split, tmp_path, pretrained, feature_phases, augment):
@@ -106,6 +108,7 @@ def test_the_head_phase_fits_unaugmented_cached_features_and_augmentation_starts
     assert result["history"][1]["train_loss"] != pytest.approx(plain["history"][1]["train_loss"], rel=1e-3)
 
 
+@pytest.mark.slow  # pretrained efficientnet_lite0 trained through several phases: ~10 s each
 def test_the_head_phase_takes_head_steps_on_cached_features(fashion_split, tmp_path, pretrained, feature_phases):
     """168 training images in batches of 32: 6 steps an epoch, so head_steps=60 makes 10 head epochs,
     all on one pass of the backbone (here a random one, so the head learns slowly)."""
@@ -117,6 +120,7 @@ def test_the_head_phase_takes_head_steps_on_cached_features(fashion_split, tmp_p
     assert result["history"][9]["train_loss"] < 0.95 * result["history"][0]["train_loss"]
 
 
+@pytest.mark.slow  # pretrained efficientnet_lite0 trained through several phases: ~10 s each
 @pytest.mark.parametrize("killed_after", ["head epoch 2 of 3", "the head phase"])
 def test_a_run_interrupted_in_or_after_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained,
                                                                            monkeypatch, killed_after):

@@ -277,6 +277,7 @@ def write_camera_photos(src, sizes: dict[str, tuple[int, int]]) -> dict[str, Ima
     return originals
 
 
+@pytest.mark.slow
 def test_working_copies_keep_the_originals_identity_at_the_working_size(tmp_path):
     """A 12-megapixel and a 2-megapixel photo become JPEGs whose shorter side is the working size;
     a drawing already smaller stays a lossless PNG; the sha256 is the original's decoded pixels'."""

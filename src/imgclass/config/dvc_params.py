@@ -45,7 +45,7 @@ def missing_keys(raw: dict, dvc_yaml: Path = DVC_YAML) -> list[str]:
     """Declared keys absent from the raw params mapping, in dvc.yaml's order; a nested key whose whole
     section is absent is named by the section (filling the section fills it)."""
     absent = [key for key in declared_keys(dvc_yaml, raw) if not _has_key(raw, key)]
-    return list(dict.fromkeys(key.split(".")[0] if key.split(".")[0] in absent else key for key in absent))
+    return list(dict.fromkeys(key.split(".")[0] if key.split(".")[0] not in raw else key for key in absent))
 
 
 def _has_key(raw: dict, dotted: str) -> bool:
