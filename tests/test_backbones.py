@@ -326,6 +326,8 @@ def test_four_families_train_evaluate_export_and_predict_through_the_stages(tmp_
         checkpoint = repo / "models" / family / "model.pt"
         model, meta, prep = load_trained(checkpoint)
         assert meta["arch"] == arch and prep.input_size == size
+        # normalised as the weights expect (test_vit: [-1, 1]; the others: ImageNet's statistics)
+        assert list(prep.mean) == list(models.input_normalization(arch)["mean"])
         report = json.loads((repo / "plots" / "eval" / family / "report.json").read_text())
         tta = report["tta"]
         assert tta["configured"] == "auto" and set(tta["val_accuracy"]) == {"none", "hflip"}

@@ -476,8 +476,10 @@ def prepare_run(name: str, params: Params, split_dir: Path, world: World, device
         raise ParamsError(f"models.{name}.binary_head: one_logit needs exactly 2 classes; classes has {len(classes)}")
     train_ds = ArrayDataset(*load_split(split_dir, "train", classes, params.image_size))
     val_ds = ArrayDataset(*load_split(split_dir, "val", classes, params.image_size))
+    # Normalised as the pretrained weights were trained (timm's pretrained_cfg: [-1, 1] for the
+    # EfficientNet-Lites and many ViTs), ImageNet's statistics otherwise; saved with the model.
     prep = Preprocessing(image_size=params.image_size, input_size=params.input_size(name),
-                         output=probability_output(cfg.loss))
+                         output=probability_output(cfg.loss), **models.input_normalization(cfg.arch))
     model = models.build_model(cfg.arch, len(classes), cfg.weights, cfg.dropout, cfg.binary_head).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
