@@ -23,7 +23,7 @@ from imgclass.evaluation import explain
 from imgclass.evaluation.evaluate import SavedPredictions, choose_tta, file_sha256, predict_probs
 from imgclass.model import models
 from imgclass.model.checkpoint import load_trained, save_checkpoint
-from imgclass.model.models import SignedLogit, WeightsUnavailable, build_model
+from imgclass.model.models import SignedLogit, build_model
 from imgclass.model.preprocess import Preprocessing, tta_probabilities
 from imgclass.serving.export import export_model, sidecar_path
 from imgclass.serving.predict import predict_files
@@ -152,14 +152,6 @@ def test_offline_timm_weights_name_the_file_and_where_it_goes(tmp_path):
     assert line.startswith("timm/resnet10t ImageNet weights: download failed") and "\n" not in line
     assert "model.safetensors from https://huggingface.co/timm/resnet10t" in line
     assert "set weights: to its path" in line and str(tmp_path / "hf" / "hub") in line
-
-
-def test_offline_torchvision_weights_name_the_file_and_where_it_goes(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty cache
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no network, even where there is one
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    with pytest.raises(WeightsUnavailable, match=r"mobilenet_v3_small-[0-9a-f]+\.pth.*hub/checkpoints"):
-        build_model("torchvision/mobilenet_v3_small", 3, weights="imagenet")
 
 
 @pytest.mark.parametrize("arch, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])

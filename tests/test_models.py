@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -29,12 +28,14 @@ def test_freeze_leaves_backbone_trainable_head_only():
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_torchvision_imagenet_offline_names_the_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("arch, file", [("resnet18", "resnet18"), ("torchvision/mobilenet_v3_small", "mobilenet_v3_small")])
+def test_torchvision_imagenet_offline_names_the_file(arch, file, tmp_path, monkeypatch):
+    """A short name and any torchvision/<name>: one line naming the file and torch's hub folder."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty cache
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no network, even where there is one
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    with pytest.raises(WeightsUnavailable, match=r"resnet18-[0-9a-f]+\.pth.*hub/checkpoints"):
-        build_model("resnet18", 3, weights="imagenet")
+    with pytest.raises(WeightsUnavailable, match=rf"{file}-[0-9a-f]+\.pth.*hub/checkpoints"):
+        build_model(arch, 3, weights="imagenet")
 
 
 def test_scratch_network_has_no_imagenet_weights():
