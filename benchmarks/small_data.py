@@ -1,7 +1,7 @@
 """Small photo sets with the README's own-classes params as written (examples/own_classes.yaml): the
 same file with only its source swapped to tuxpaint's photo stamps, median over 3 split seeds.
 
-    .venv/bin/python benchmarks/small_data.py [--seeds 0 1 2] [--sets pair five]
+    .venv/bin/python benchmarks/small_data.py [--seeds 0 1 2] [--sets pair five] [--pretrained ARCH]
 
 For each class set (`pair`: mammals vs vehicles; `five`: mammals, birds, fruit, flowers, vehicles)
 the stamps are collected and validated once; then for each seed (params `seed`: it moves the split
@@ -13,6 +13,10 @@ benchmarks/results/small_data.json). Goals (issue 12): the pretrained model's me
 models) within 5 minutes on 2 cores, judged on its wall time with torch's default threads. Other jobs
 on the cores inflate that, so each configuration also records the 1-minute load average when it ends,
 and its CPU seconds (all threads).
+
+`--pretrained ARCH` swaps the architecture of the file's pretrained model (efficientnet_lite1, say) and
+nothing else. Every model is also scored with test-time augmentation (hflip: the mean of the image's
+and its mirror's probabilities); `tta auto` is what evaluate's `tta: auto` would choose, on validation.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from imgclass import files
 from imgclass.data import sources
 from imgclass.model.checkpoint import load_trained
 from imgclass.devices import device_name
-from imgclass.evaluation.evaluate import predict_probs
+from imgclass.evaluation.evaluate import choose_tta, predict_probs
 from imgclass.data.image_cache import load_split
 from imgclass.config.params import Params, parse_params
 from imgclass.data.split import SPLIT_FIELDS, SPLITS, assign_splits
@@ -50,11 +54,16 @@ TIME_LIMIT_S = 300
 RESULTS = REPO / "benchmarks" / "results" / "small_data.json"
 
 
-def example_params(classes: list[str], seed: int) -> Params:
-    """examples/own_classes.yaml with the source swapped to the stamps (and the seed set): nothing else."""
+def example_params(classes: list[str], seed: int, pretrained: str | None = None) -> Params:
+    """examples/own_classes.yaml with the source swapped to the stamps (and the seed set): nothing else,
+    unless `pretrained` names another architecture for the pretrained model (its entry is renamed to it)."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     raw["classes"] = classes
     raw["seed"] = seed
+    if pretrained:
+        raw["models"] = {(pretrained if m.get("weights") == "imagenet" else name):
+                         ({**m, "arch": pretrained} if m.get("weights") == "imagenet" else m)
+                         for name, m in raw["models"].items()}
     raw["scrape"] |= {"source": "folder", "max_per_class": 1000,
                       "folder": {"root": str(STAMPS), "mapping": {c: MAPPING[c] for c in classes}}}
     return parse_params(raw, source=f"{EXAMPLE.name} on tuxpaint")
@@ -84,23 +93,32 @@ def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> di
     started = time.perf_counter()
     summary = train(name, params, split_dir, work / name / "model", work / name / "resume", work / name / "live",
                     track=False)
+    seconds = round(time.perf_counter() - started, 1)  # split to checkpoint: the test pass is timed apart
     model, meta, prep = load_trained(work / name / "model" / "model.pt")
-    images, labels = load_split(split_dir, "test", meta["classes"], prep.image_size)
-    accuracy = float((predict_probs(model, prep, images).argmax(axis=1) == labels).mean())
-    return {"test_accuracy": round(accuracy, 4), "val_accuracy": round(summary["val_accuracy"], 4),
-            "epochs_run": summary["epochs_run"], "best_epoch": summary["best_epoch"] + 1,
-            "seconds": round(time.perf_counter() - started, 1)}
+    scored = {split: load_split(split_dir, split, meta["classes"], prep.image_size) for split in ("val", "test")}
+
+    def accuracy(split: str, tta: str) -> float:
+        images, labels = scored[split]
+        return round(float((predict_probs(model, prep, images, tta=tta).argmax(axis=1) == labels).mean()), 4)
+
+    val = {tta: accuracy("val", tta) for tta in ("none", "hflip")}
+    test = {tta: accuracy("test", tta) for tta in ("none", "hflip")}
+    chosen = choose_tta("auto", val)
+    return {"test_accuracy": test["none"], "test_accuracy_hflip": test["hflip"], "tta_auto": chosen,
+            "test_accuracy_tta_auto": test[chosen], "val_accuracy": round(summary["val_accuracy"], 4),
+            "val_accuracy_hflip": val["hflip"], "epochs_run": summary["epochs_run"],
+            "best_epoch": summary["best_epoch"] + 1, "seconds": seconds}
 
 
-def run_set(set_name: str, seeds: list[int], work: Path) -> list[dict]:
+def run_set(set_name: str, seeds: list[int], work: Path, pretrained: str | None) -> list[dict]:
     classes = SETS[set_name]
     started = time.perf_counter()
-    rows = collect_and_validate(example_params(classes, seeds[0]), work)
+    rows = collect_and_validate(example_params(classes, seeds[0], pretrained), work)
     print(f"{set_name}: {len(rows)} valid images of {', '.join(classes)} in {time.perf_counter() - started:.1f}s",
           flush=True)
     results = []
     for seed in seeds:
-        params = example_params(classes, seed)
+        params = example_params(classes, seed, pretrained)
         started, cpu_started = time.perf_counter(), time.process_time()
         split_dir = work / f"seed{seed}" / "split"
         sizes = split_and_cache(params, rows, work / "clean", split_dir)
@@ -113,17 +131,20 @@ def run_set(set_name: str, seeds: list[int], work: Path) -> list[dict]:
     return results
 
 
-def summarise(results: list[dict]) -> dict:
-    """Median test accuracy per set and model, the slowest configuration, and whether the goals hold."""
+def summarise(results: list[dict], pretrained: str) -> dict:
+    """Median test accuracy per set and model (without and with test-time augmentation), the slowest
+    configuration, and whether the goals hold."""
     out = {}
     for set_name in dict.fromkeys(r["set"] for r in results):
         runs = [r for r in results if r["set"] == set_name]
         medians = {m: statistics.median(r["models"][m]["test_accuracy"] for r in runs) for m in runs[0]["models"]}
+        medians_tta = {m: statistics.median(r["models"][m]["test_accuracy_tta_auto"] for r in runs)
+                       for m in runs[0]["models"]}
         slowest = max(r["seconds"] for r in runs)
         slowest_cpu = max(r["cpu_seconds"] for r in runs)
-        out[set_name] = {"median_test_accuracy": medians, "slowest_seconds": slowest,
-                         "slowest_cpu_seconds": slowest_cpu, "goal": GOALS[set_name],
-                         "goal_met": medians.get(PRETRAINED, 0) >= GOALS[set_name] and slowest <= TIME_LIMIT_S}
+        out[set_name] = {"median_test_accuracy": medians, "median_test_accuracy_tta_auto": medians_tta,
+                         "slowest_seconds": slowest, "slowest_cpu_seconds": slowest_cpu, "goal": GOALS[set_name],
+                         "goal_met": medians.get(pretrained, 0) >= GOALS[set_name] and slowest <= TIME_LIMIT_S}
     return out
 
 
@@ -131,31 +152,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    parser.add_argument("--pretrained", default=PRETRAINED,
+                        help="architecture of the file's pretrained model (default: the file's own)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    swap = None if args.pretrained == PRETRAINED else args.pretrained
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets:
-            results += run_set(set_name, args.seeds, Path(tmp) / set_name)
-    summary = summarise(results)
+            results += run_set(set_name, args.seeds, Path(tmp) / set_name, swap)
+    summary = summarise(results, args.pretrained)
 
     print(f"\n{EXAMPLE.relative_to(REPO)} on tuxpaint photos; {device_name(torch.device('cpu'))}, "
           f"{torch.get_num_threads()} threads")
     print(f"{'set':<6}{'seed':>5}{'train/val/test':>16}{'model':>20}{'epochs':>8}{'val acc':>9}{'test acc':>10}"
-          f"{'model s':>9}{'config s':>10}{'config cpu s':>14}{'load':>6}")
+          f"{'+hflip':>8}{'tta auto':>10}{'model s':>9}{'config s':>10}{'config cpu s':>14}{'load':>6}")
     for r in results:
         sizes = "/".join(str(r["sizes"][s]) for s in SPLITS)
         for name, m in r["models"].items():
             print(f"{r['set']:<6}{r['seed']:>5}{sizes:>16}{name:>20}{m['epochs_run']:>8}{m['val_accuracy']:>9.3f}"
-                  f"{m['test_accuracy']:>10.3f}{m['seconds']:>9.1f}{r['seconds']:>10.1f}{r['cpu_seconds']:>14.1f}"
+                  f"{m['test_accuracy']:>10.3f}{m['test_accuracy_hflip']:>8.3f}{m['tta_auto']:>10}{m['seconds']:>9.1f}{r['seconds']:>10.1f}{r['cpu_seconds']:>14.1f}"
                   f"{r['load_average']:>6.1f}")
     for set_name, s in summary.items():
-        medians = ", ".join(f"{m} {a:.3f}" for m, a in s["median_test_accuracy"].items())
+        medians = ", ".join(f"{m} {a:.3f} ({s['median_test_accuracy_tta_auto'][m]:.3f} with tta auto)"
+                            for m, a in s["median_test_accuracy"].items())
         print(f"{set_name}: median test accuracy {medians}; slowest configuration {s['slowest_seconds']:.0f}s "
               f"({s['slowest_cpu_seconds']:.0f} CPU s); "
-              f"goal {PRETRAINED} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
-    report = {"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)),
+              f"goal {args.pretrained} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
+    report = {"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)), "pretrained": args.pretrained,
               "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
               "results": results, "summary": summary}
     files.write_json(args.out, report)
