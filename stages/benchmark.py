@@ -3,9 +3,8 @@
 import sys
 from pathlib import Path
 
-from imgclass.benchmarking import benchmark
-
 from imgclass import files
+from imgclass.benchmarking import benchmark
 from imgclass.config.params import load_params
 from imgclass.data.image_cache import load_split
 

@@ -3,11 +3,10 @@
 import sys
 from pathlib import Path
 
-from imgclass.evaluation import ensemble_report
-
-from imgclass.tracking import mlflow_runs, training_curves
-from imgclass.evaluation.ensemble import EnsembleError
 from imgclass.config.params import load_params
+from imgclass.evaluation import ensemble_report
+from imgclass.evaluation.ensemble import EnsembleError
+from imgclass.tracking import mlflow_runs, training_curves
 
 
 def main() -> int:

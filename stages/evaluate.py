@@ -3,11 +3,10 @@
 import sys
 from pathlib import Path
 
-from imgclass.evaluation import evaluation_report
-
-from imgclass.tracking import mlflow_runs
-from imgclass.devices import resolve_device
 from imgclass.config.params import load_params
+from imgclass.devices import resolve_device
+from imgclass.evaluation import evaluation_report
+from imgclass.tracking import mlflow_runs
 
 
 def main(name: str) -> int:

@@ -5,7 +5,6 @@ only where the machine differs from the one recorded."""
 import sys
 
 from imgclass import files
-
 from imgclass.benchmarking import machine
 
 

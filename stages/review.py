@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 
 from imgclass import files
-
-from imgclass.review import scoring, review_report
+from imgclass.config.params import load_params
 from imgclass.devices import resolve_device
 from imgclass.model.models import WeightsUnavailable
-from imgclass.config.params import load_params
+from imgclass.review import review_report, scoring
 
 CLEAN = Path("data/clean")
 

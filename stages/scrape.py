@@ -4,9 +4,8 @@ import sys
 from pathlib import Path
 
 from imgclass import files
-
-from imgclass.data import sources
 from imgclass.config.params import load_params
+from imgclass.data import sources
 from imgclass.data.sources.preview import save_sample_grid
 
 RAW = Path("data/raw")

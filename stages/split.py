@@ -5,11 +5,26 @@ import sys
 from pathlib import Path
 
 from imgclass import files
-from imgclass.data.decisions import (APPLIED_FIELDS, LABELS_CSV, DecisionsError, read_auto_drops, read_decisions,
-                                split_with_decisions)
 from imgclass.config.params import load_params
-from imgclass.data.split import (ASSIGNMENT, SPLIT_FIELDS, SPLITS, SplitError, assignment_record, previous_assignment,
-                            split_changes, split_counts, why_not_resume)
+from imgclass.data.decisions import (
+    APPLIED_FIELDS,
+    LABELS_CSV,
+    DecisionsError,
+    read_auto_drops,
+    read_decisions,
+    split_with_decisions,
+)
+from imgclass.data.split import (
+    ASSIGNMENT,
+    SPLIT_FIELDS,
+    SPLITS,
+    SplitError,
+    assignment_record,
+    previous_assignment,
+    split_changes,
+    split_counts,
+    why_not_resume,
+)
 
 CLEAN, OUT = Path("data/clean"), Path("data/split")
 AUTO_DROPS = Path("data/review/auto_drop.csv")

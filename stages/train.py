@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imgclass.training import distributed
-
 from imgclass import files
 from imgclass.config.params import load_params
 from imgclass.plots import training_curves_png
+from imgclass.training import distributed
 from imgclass.training.train import train
 
 

@@ -5,9 +5,8 @@ import sys
 from pathlib import Path
 
 from imgclass import files
-
-from imgclass.data import validate
 from imgclass.config.params import load_params
+from imgclass.data import validate
 
 
 def main() -> int:

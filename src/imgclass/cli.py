@@ -9,8 +9,8 @@ from pathlib import Path
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from imgclass import files
-    from imgclass.data import validate
     from imgclass.config.params import ValidateParams, load_params
+    from imgclass.data import validate
 
     cfg = load_params(args.params).validate if args.params else ValidateParams()
     try:
@@ -26,10 +26,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_review(args: argparse.Namespace) -> int:
     """The review stage's checks on any folder of class sub-folders: OUT/issues.csv, OUT/auto_drop.csv, OUT/index.html."""
-    from imgclass.review import scoring, review_report
-    from imgclass.model.models import WeightsUnavailable
     from imgclass.config.params import ReviewParams, ValidateParams
     from imgclass.data.validate import group_names
+    from imgclass.model.models import WeightsUnavailable
+    from imgclass.review import review_report, scoring
 
     params = load_params_or_report(args.params) if args.params else None
     if args.params and params is None:
@@ -93,8 +93,8 @@ def cmd_check_params(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from imgclass.serving import predict
     from imgclass.devices import resolve_device
+    from imgclass.serving import predict
 
     try:
         choice = predict.resolve_checkpoints(args.model, args.models_dir, args.params, args.ensemble_spec)

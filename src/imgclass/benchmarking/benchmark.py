@@ -13,9 +13,8 @@ import psutil
 import torch
 
 from imgclass.benchmarking import machine
-
-from imgclass.model import models
 from imgclass.devices import available, device_name
+from imgclass.model import models
 from imgclass.model.preprocess import Preprocessing
 
 

@@ -28,6 +28,7 @@ from imgclass.data.split import SplitError
 from imgclass.model.preprocess import Preprocessing
 from imgclass.progress import Progress
 
+
 def write_cache(path: Path, images: Sequence[Path], prep: Preprocessing, desc: str = "cache") -> None:
     """Decode and squash every image to prep.image_size into `path`, atomically.
 

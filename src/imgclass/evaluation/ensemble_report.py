@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imgclass.evaluation import ensemble
-
 from imgclass import files, plots
+from imgclass.evaluation import ensemble
 
 
 def write_report(members: list[str], preds_dir: Path, metrics_path: Path, record_path: Path, plots_dir: Path,

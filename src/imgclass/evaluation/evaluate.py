@@ -12,8 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import (accuracy_score, auc, average_precision_score, classification_report, confusion_matrix,
-                             f1_score, precision_recall_curve, roc_auc_score, roc_curve, top_k_accuracy_score)
+from sklearn.metrics import (
+    accuracy_score,
+    auc,
+    average_precision_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+    top_k_accuracy_score,
+)
 from torch import nn
 
 from imgclass import files

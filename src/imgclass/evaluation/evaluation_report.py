@@ -14,14 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclass.evaluation import explain
-
 from imgclass import files, plots
-from imgclass.model.checkpoint import load_trained
-from imgclass.evaluation.evaluate import (SavedPredictions, accuracy, choose_tta, classification_metrics, curve_area,
-                                         file_sha256, predict_probs, report_table, roc_pr_curves, scalar_metrics)
-from imgclass.model.preprocess import TTA
 from imgclass.data.image_cache import load_split
+from imgclass.evaluation import explain
+from imgclass.evaluation.evaluate import (
+    SavedPredictions,
+    accuracy,
+    choose_tta,
+    classification_metrics,
+    curve_area,
+    file_sha256,
+    predict_probs,
+    report_table,
+    roc_pr_curves,
+    scalar_metrics,
+)
+from imgclass.model.checkpoint import load_trained
+from imgclass.model.preprocess import TTA
 
 HEADLINE_KEYS = ("accuracy", "macro_f1", "ece")
 

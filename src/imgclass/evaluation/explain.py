@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imgclass.model import models
-from imgclass.plots import save_png, plt  # plt from plots: the headless backend is already chosen
 from imgclass.model.preprocess import Preprocessing
+from imgclass.plots import plt, save_png  # plt from plots: the headless backend is already chosen
 
 MIN_TSNE_POINTS = 2
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from imgclass import files
-
 from imgclass.model import models
 from imgclass.model.preprocess import Preprocessing
 

@@ -23,8 +23,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from imgclass.config.architectures import ARCHITECTURES  # noqa: F401 (re-exported: callers list the short names)
-from imgclass.config.architectures import LITE, SCRATCH_WIDTHS, check_arch, family, split_name
+from imgclass.config.architectures import (
+    ARCHITECTURES,  # noqa: F401 (re-exported: callers list the short names)
+    LITE,
+    SCRATCH_WIDTHS,
+    check_arch,
+    family,
+    split_name,
+)
 
 
 class WeightsUnavailable(RuntimeError):

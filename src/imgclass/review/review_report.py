@@ -111,8 +111,7 @@ def labelled_folder(src: Path) -> LabelledFolder:
     """Every visible file Pillow decodes in SRC/<class>/**, decoded once for its two hashes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from imgclass.data.images import decode_rgb
-    from imgclass.data.images import ImageRejected, perceptual_hash, sha256_of_pixels
+    from imgclass.data.images import ImageRejected, decode_rgb, perceptual_hash, sha256_of_pixels
 
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: not a folder; pass a folder with one sub-folder per class")

@@ -37,8 +37,8 @@ from typing import Optional, Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from imgclass.review.embeddings import BackboneSpec, embed_images
 from imgclass.config.params import ReviewParams
+from imgclass.review.embeddings import BackboneSpec, embed_images
 
 ISSUE_COLUMNS = ["path", "class", "sha256", "issue", "score", "suggested_class", "flagged", "suspicion"]
 AUTO_DROP_COLUMNS = ["sha256", "path", "class", "issue", "score", "reason"]

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from imgclass import files
-from imgclass.model.checkpoint import load_trained
 from imgclass.evaluation.evaluate import evaluated_tta
+from imgclass.model.checkpoint import load_trained
 from imgclass.model.preprocess import Preprocessing, check_tta, tta_probabilities
 
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}

@@ -27,14 +27,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from imgclass.evaluation import ensemble
-
 from imgclass import files
-from imgclass.model.checkpoint import load_trained
+from imgclass.config.params import ParamsError, ValidateParams, load_params
+from imgclass.data.images import SNIFF_BYTES, ImageRejected, load_rgb, sniff_format
+from imgclass.evaluation import ensemble
 from imgclass.evaluation.ensemble import EnsembleError, EnsembleSpec
 from imgclass.evaluation.evaluate import evaluated_tta, file_sha256, predict_probs
-from imgclass.data.images import SNIFF_BYTES, ImageRejected, load_rgb, sniff_format
-from imgclass.config.params import ParamsError, ValidateParams, load_params
+from imgclass.model.checkpoint import load_trained
 from imgclass.model.preprocess import TTA, Preprocessing, check_tta
 
 ENSEMBLE = "ensemble"

@@ -34,12 +34,25 @@ from PIL import Image
 import imgclass
 from imgclass import files, import_closure
 from imgclass.config.architectures import family
-from imgclass.tracking import mlflow_runs
 from imgclass.evaluation.ensemble import EnsembleSpec
 from imgclass.evaluation.evaluate import SavedPredictions
-from imgclass.serving.predict import (ENSEMBLE, ENSEMBLE_SPEC, EVALUATED, ModelChoice, PredictError, check_evaluated,
-                                      classes_of, decode, error_row, load_members, predict_images,
-                                      resolve_checkpoints, resolve_tta, top_k)
+from imgclass.serving.predict import (
+    ENSEMBLE,
+    ENSEMBLE_SPEC,
+    EVALUATED,
+    ModelChoice,
+    PredictError,
+    check_evaluated,
+    classes_of,
+    decode,
+    error_row,
+    load_members,
+    predict_images,
+    resolve_checkpoints,
+    resolve_tta,
+    top_k,
+)
+from imgclass.tracking import mlflow_runs
 
 REGISTERED_NAME = "imgclass"
 BEST = "best"

@@ -447,6 +447,7 @@ class Tracker:
         if not enabled:
             return
         import mlflow
+
         from dvclive import Live
 
         experiment_id = use_experiment()

@@ -86,8 +86,8 @@ def make_loss(name: str, weight: Optional[torch.Tensor] = None, **options) -> Lo
 
 def balanced_class_weights(labels, num_classes: int) -> torch.Tensor:
     """n_samples / (n_classes * count), as scikit-learn's 'balanced'."""
-    from sklearn.utils.class_weight import compute_class_weight
     import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)
     weights = np.ones(num_classes, dtype=np.float32)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclass.model import models
-from imgclass.training.augment import augmentation
-from imgclass.devices import resolve_device
-from imgclass.training.losses import make_loss
 from imgclass.config.params import Params
-from imgclass.model.preprocess import Preprocessing
 from imgclass.data.image_cache import load_split
+from imgclass.devices import resolve_device
+from imgclass.model import models
+from imgclass.model.preprocess import Preprocessing
+from imgclass.training.augment import augmentation
+from imgclass.training.losses import make_loss
 from imgclass.training.train import ArrayDataset, Phase, make_loader, make_optimizer, param_groups, seed_everything
 
 
@@ -75,7 +75,7 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def plot(result: dict, path: Path, title: str = "") -> Path:
-    from imgclass.plots import save_png, plt
+    from imgclass.plots import plt, save_png
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result["lrs"], result["losses"])

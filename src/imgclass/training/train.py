@@ -35,21 +35,25 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from imgclass.model import models
-
-from imgclass.training import resume
-from imgclass.training.run_state import EarlyStopper, RunState
-from imgclass.training.augment import augmentation, batch_mixing
-from imgclass.model.checkpoint import save_checkpoint
-from imgclass.devices import resolve_device
-from imgclass.training.distributed import World, process_group
-from imgclass.training.losses import (NEEDS_TEMPERATURE, balanced_class_weights, fit_temperature, make_loss,
-                             probability_output)
 from imgclass.config.params import ModelParams, Params, ParamsError
+from imgclass.data.image_cache import load_split
+from imgclass.devices import resolve_device
+from imgclass.model import models
+from imgclass.model.checkpoint import save_checkpoint
 from imgclass.model.preprocess import Preprocessing
 from imgclass.progress import Progress
-from imgclass.data.image_cache import load_split
 from imgclass.tracking.mlflow_runs import Tracker
+from imgclass.training import resume
+from imgclass.training.augment import augmentation, batch_mixing
+from imgclass.training.distributed import World, process_group
+from imgclass.training.losses import (
+    NEEDS_TEMPERATURE,
+    balanced_class_weights,
+    fit_temperature,
+    make_loss,
+    probability_output,
+)
+from imgclass.training.run_state import EarlyStopper, RunState
 
 
 class ArrayDataset(Dataset):

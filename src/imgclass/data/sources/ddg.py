@@ -41,10 +41,10 @@ from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from imgclass import files
 from imgclass.config.params import DdgSource, Params
-from imgclass.progress import track
 from imgclass.data.sources import SourceError
 from imgclass.data.sources.download import HEADERS, Job, Journal, download_class, journal_dir, remove_temp_files
 from imgclass.data.sources.retry import Transient, call_with_retries
+from imgclass.progress import track
 
 Search = Callable[[str, int], list]
 SEARCH_URL_ENV = "IMGCLASS_SEARCH_URL"

@@ -34,11 +34,11 @@ import urllib3
 from PIL import Image
 
 from imgclass import files
-from imgclass.data.images import ImageRejected, check_pixel_count, decoded
 from imgclass.config.params import Download, ValidateParams
-from imgclass.progress import Progress
+from imgclass.data.images import ImageRejected, check_pixel_count, decoded
 from imgclass.data.sources import store_image
 from imgclass.data.sources.retry import Transient, call_with_retries
+from imgclass.progress import Progress
 
 # Some image hosts refuse the default python-requests agent; present as a current desktop browser.
 USER_AGENT = (

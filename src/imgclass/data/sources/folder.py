@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgclass.config.params import Params
-from imgclass.progress import track
 from imgclass.data.sources import SourceError, store_image
+from imgclass.progress import track
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ico",
                   ".avif", ".heic", ".heif", ".jfif"}
