@@ -120,6 +120,24 @@ def test_the_head_phase_takes_head_steps_on_cached_features(fashion_split, tmp_p
     assert result["history"][9]["train_loss"] < 0.95 * result["history"][0]["train_loss"]
 
 
+def test_epochs_zero_trains_the_head_alone_on_cached_features(fashion_split, tmp_path, pretrained, feature_phases):
+    """A linear probe: the head on one pass of the pretrained backbone, and a saved model whose backbone
+    is the pretrained one, weight for weight."""
+    base, split_dir = fashion_split
+    result = run(with_model(base, weights=pretrained, freeze_epochs=2, epochs=0, head_steps=0), split_dir, tmp_path)
+    assert [h["phase"] for h in result["history"]] == ["frozen", "frozen"]
+    assert len(feature_phases) == 1
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=False)["state_dict"]
+    source = torch.load(pretrained, weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in source.items() if not k.startswith("head"))
+
+
+def test_epochs_zero_needs_a_head_phase(fashion_split):
+    base, _ = fashion_split
+    with pytest.raises(Exception, match=r"epochs: 0 trains nothing.*freeze_epochs > 0"):
+        with_model(base, epochs=0)
+
+
 @pytest.mark.slow  # pretrained efficientnet_lite0 trained through several phases: ~10 s each
 @pytest.mark.parametrize("killed_after", ["head epoch 2 of 3", "the head phase"])
 def test_a_run_interrupted_in_or_after_the_cached_phase_resumes_identically(fashion_split, tmp_path, pretrained,

@@ -170,7 +170,7 @@ class ModelParams(Section):
     arch: str
     weights: str = "none"  # none | imagenet | path to a checkpoint
     input_size: Optional[int] = Field(None, ge=8)  # default: the top-level image_size
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=0)  # 0 with freeze_epochs > 0: the head alone (a linear probe), nothing unfrozen
     # Training length follows the data: the unfrozen phase takes at least min_steps optimizer steps,
     # its epochs raised to ceil(min_steps / steps per epoch) when `epochs` would take fewer (a few
     # dozen photos make 2-5 steps an epoch). 0 = exactly `epochs`.
@@ -219,6 +219,9 @@ class ModelParams(Section):
         if self.freeze_epochs and self.weights == "none":
             raise ValueError("freeze_epochs needs pretrained weights (imagenet or a checkpoint); "
                              "set freeze_epochs: 0 for a network trained from scratch")
+        if self.epochs == 0 and not self.freeze_epochs:
+            raise ValueError("epochs: 0 trains nothing; it means the head alone on pretrained features "
+                             "and needs freeze_epochs > 0 (or set epochs > 0)")
         return self
 
 

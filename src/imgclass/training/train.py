@@ -78,9 +78,12 @@ class Phase:
 
 def plan_phases(cfg: ModelParams, steps_per_epoch: int) -> list[Phase]:
     """The phases and their epochs. Each phase takes at least its minimum number of optimizer steps
-    (head_steps for the head alone, min_steps after), so that training length follows the data."""
+    (head_steps for the head alone, min_steps after), so that training length follows the data.
+    epochs: 0 leaves the head-only phase alone: a linear probe of the pretrained features."""
     phases = [Phase("frozen", epochs_for(cfg.freeze_epochs, cfg.head_steps, steps_per_epoch))] if cfg.freeze_epochs else []
-    return phases + [Phase("unfrozen", epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch))]
+    if cfg.epochs:
+        phases.append(Phase("unfrozen", epochs_for(cfg.epochs, cfg.min_steps, steps_per_epoch)))
+    return phases
 
 
 def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
