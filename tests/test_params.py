@@ -15,7 +15,7 @@ def test_repository_params_are_valid():
     params = load_params("params.yaml")
     assert len(params.classes) == 10
     assert params.validate.min_size == 28
-    assert params.input_size("cnn_simple") == params.image_size
+    assert params.input_size("cnn_medium") == params.image_size
 
 
 def test_misspelled_key_is_named_with_a_suggestion():
