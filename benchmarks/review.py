@@ -5,6 +5,7 @@ took, and is it fast enough for the default 10,000 Fashion-MNIST images?
     .venv/bin/python benchmarks/review.py [--seeds 0 1 2] [--threads 1] [--skip-training] [--skip-timing]
     .venv/bin/python benchmarks/review.py --training-from OLD.json   # review changed: reuse the trainings
     .venv/bin/python benchmarks/review.py --timing-only              # time the 10k review again
+    .venv/bin/python benchmarks/review.py --model efficientnet_lite1 --skip-training --skip-timing  # another backbone
 
 Data: the five tuxpaint photo classes of benchmarks/small_data.py (its mapping, photo stamps only),
 collected and validated as the stages do. Per seed (params `seed`: it moves the split and seeds
@@ -546,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(the review changed, the data and seeds did not); the report names their code")
     parser.add_argument("--timing-only", action="store_true",
                         help="only time the 10k review again; replaces timing_10k in --out (earlier tries kept)")
+    parser.add_argument("--model", default=None,
+                        help="review.model, the embedding backbone (default: the review's default)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -553,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.timing_only:
         return retime(args.out)
-    base = ReviewParams()
+    base = ReviewParams(**({"model": args.model} if args.model else {}))
     clean_mode = args.clean_mode or (base.auto_drop if base.auto_drop != "none" else "all")
     info = machine()
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,6 +2,7 @@
 same file with only its source swapped to tuxpaint's photo stamps, median over 3 split seeds.
 
     .venv/bin/python benchmarks/small_data.py [--seeds 0 1 2] [--sets pair five] [--pretrained ARCH]
+                                              [--set models.efficientnet_lite0.epochs=0 ...]
 
 For each class set (`pair`: mammals vs vehicles; `five`: mammals, birds, fruit, flowers, vehicles)
 the stamps are collected and validated once; then for each seed (params `seed`: it moves the split
@@ -15,7 +16,8 @@ on the cores inflate that, so each configuration also records the 1-minute load 
 and its CPU seconds (all threads).
 
 `--pretrained ARCH` swaps the architecture of the file's pretrained model (efficientnet_lite1, say) and
-nothing else. Every model is also scored with test-time augmentation (hflip: the mean of the image's
+nothing else. `--set KEY=VALUE` changes one more param, as `dvc exp run -S` would (the value is
+read as YAML), after the swap: a candidate recipe, judged on the validation column. Every model is also scored with test-time augmentation (hflip: the mean of the image's
 and its mirror's probabilities); `tta auto` is what evaluate's `tta: auto` would choose, on validation.
 """
 
@@ -54,9 +56,11 @@ TIME_LIMIT_S = 300
 RESULTS = REPO / "benchmarks" / "results" / "small_data.json"
 
 
-def example_params(classes: list[str], seed: int, pretrained: str | None = None) -> Params:
+def example_params(classes: list[str], seed: int, pretrained: str | None = None,
+                   overrides: tuple[str, ...] = ()) -> Params:
     """examples/own_classes.yaml with the source swapped to the stamps (and the seed set): nothing else,
-    unless `pretrained` names another architecture for the pretrained model (its entry is renamed to it)."""
+    unless `pretrained` names another architecture for the pretrained model (its entry is renamed to it)
+    or `overrides` (KEY=VALUE, dotted keys) set params."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     raw["classes"] = classes
     raw["seed"] = seed
@@ -64,9 +68,23 @@ def example_params(classes: list[str], seed: int, pretrained: str | None = None)
         raw["models"] = {(pretrained if m.get("weights") == "imagenet" else name):
                          ({**m, "arch": pretrained} if m.get("weights") == "imagenet" else m)
                          for name, m in raw["models"].items()}
+    for override in overrides:
+        set_param(raw, override)
     raw["scrape"] |= {"source": "folder", "max_per_class": 1000,
                       "folder": {"root": str(STAMPS), "mapping": {c: MAPPING[c] for c in classes}}}
     return parse_params(raw, source=f"{EXAMPLE.name} on tuxpaint")
+
+
+def set_param(raw: dict, override: str) -> None:
+    """`models.m.epochs=0` -> raw["models"]["m"]["epochs"] = 0 (the value read as YAML)."""
+    key, eq, value = override.partition("=")
+    if not eq:
+        raise SystemExit(f"--set {override!r}: write KEY=VALUE, e.g. models.efficientnet_lite0.epochs=0")
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = yaml.safe_load(value)
 
 
 def collect_and_validate(params: Params, work: Path) -> list[dict]:
@@ -110,15 +128,16 @@ def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> di
             "best_epoch": summary["best_epoch"] + 1, "seconds": seconds}
 
 
-def run_set(set_name: str, seeds: list[int], work: Path, pretrained: str | None) -> list[dict]:
+def run_set(set_name: str, seeds: list[int], work: Path, pretrained: str | None,
+            overrides: tuple[str, ...]) -> list[dict]:
     classes = SETS[set_name]
     started = time.perf_counter()
-    rows = collect_and_validate(example_params(classes, seeds[0], pretrained), work)
+    rows = collect_and_validate(example_params(classes, seeds[0], pretrained, overrides), work)
     print(f"{set_name}: {len(rows)} valid images of {', '.join(classes)} in {time.perf_counter() - started:.1f}s",
           flush=True)
     results = []
     for seed in seeds:
-        params = example_params(classes, seed, pretrained)
+        params = example_params(classes, seed, pretrained, overrides)
         started, cpu_started = time.perf_counter(), time.process_time()
         split_dir = work / f"seed{seed}" / "split"
         sizes = split_and_cache(params, rows, work / "clean", split_dir)
@@ -154,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--pretrained", default=PRETRAINED,
                         help="architecture of the file's pretrained model (default: the file's own)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more param, as dvc exp run -S (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     swap = None if args.pretrained == PRETRAINED else args.pretrained
@@ -161,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets:
-            results += run_set(set_name, args.seeds, Path(tmp) / set_name, swap)
+            results += run_set(set_name, args.seeds, Path(tmp) / set_name, swap, tuple(args.overrides))
     summary = summarise(results, args.pretrained)
 
     print(f"\n{EXAMPLE.relative_to(REPO)} on tuxpaint photos; {device_name(torch.device('cpu'))}, "
@@ -181,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({s['slowest_cpu_seconds']:.0f} CPU s); "
               f"goal {args.pretrained} >= {s['goal']} within {TIME_LIMIT_S}s: {'met' if s['goal_met'] else 'NOT met'}")
     report = {"benchmark": "small_data", "params": str(EXAMPLE.relative_to(REPO)), "pretrained": args.pretrained,
-              "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
+              "overrides": args.overrides, "device": device_name(torch.device("cpu")), "threads": torch.get_num_threads(),
               "results": results, "summary": summary}
     files.write_json(args.out, report)
     print(json.dumps(report))

@@ -133,3 +133,9 @@ def test_the_small_data_benchmark_changes_only_the_source_classes_and_seed(monke
     assert swapped.scrape.source == "folder" and swapped.seed == 1
     same = ("image_size", "validate_", "split", "models", "distributed", "ensemble", "device")
     assert all(getattr(swapped, key) == getattr(example, key) for key in same)
+    probe = small_data.example_params(["mammals", "vehicles"], seed=1, pretrained="efficientnet_lite1",
+                                      overrides=("models.efficientnet_lite1.epochs=0", "evaluate.tta=hflip"))
+    assert probe.models["efficientnet_lite1"].epochs == 0 and probe.evaluate.tta == "hflip"
+    assert probe.models["cnn_simple"] == example.models["cnn_simple"]
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        small_data.set_param({}, "models.m.epochs")
