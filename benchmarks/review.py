@@ -349,9 +349,12 @@ def recovered_fraction(accuracy: dict) -> float | None:
 
 # --- time on the default scrape -------------------------------------------------------------------
 
-def time_default_scrape(work: Path) -> dict:
-    """find_issues on params.yaml's default data (10 x 1000 Fashion-MNIST), cold then warm cache."""
+def time_default_scrape(work: Path, model: str | None = None) -> dict:
+    """find_issues on params.yaml's default data (10 x 1000 Fashion-MNIST), cold then warm cache;
+    `model` replaces its review.model."""
     params = load_params(REPO / "params.yaml")
+    if model:
+        params = params.model_copy(update={"review": params.review.model_copy(update={"model": model})})
     started = time.perf_counter()
     sources.collect(params, work / "raw")
     validate_tree(work / "raw", work / "clean", params.validate, params.classes)
@@ -361,7 +364,8 @@ def time_default_scrape(work: Path) -> dict:
             for r in rows]
     cold_result, cold = run_review(pool, params.review, work / "cache", list(params.classes))
     warm_result, warm = run_review(pool, params.review, work / "cache", list(params.classes))
-    return {"images": len(pool), "scrape_validate_seconds": prepared, "cold_seconds": cold, "warm_seconds": warm,
+    return {"images": len(pool), "model": params.review.model, "scrape_validate_seconds": prepared,
+            "cold_seconds": cold, "warm_seconds": warm,
             "cold_parts": cold_result.summary["seconds"], "warm_parts": warm_result.summary["seconds"],
             "issues": issue_counts(cold_result), "auto_drop": params.review.auto_drop,
             "would_drop": would_drop(cold_result, params.review),
@@ -565,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         offtopic = offtopic_rows(work / "offtopic")
         print(f"{len(photos)} photos; off-topic pool: {len(offtopic['drawings'])} drawings, "
               f"{len(offtopic['fashion'])} Fashion-MNIST items", flush=True)
-        timing = None if args.skip_timing else time_default_scrape(work / "fashion10k")
+        timing = None if args.skip_timing else time_default_scrape(work / "fashion10k", args.model)
         runs = []
         for seed in args.seeds:
             runs.append(run_seed(seed, photos, offtopic, base, clean_mode,

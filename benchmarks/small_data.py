@@ -124,6 +124,7 @@ def train_and_test(name: str, params: Params, split_dir: Path, work: Path) -> di
     chosen = choose_tta("auto", val)
     return {"test_accuracy": test["none"], "test_accuracy_hflip": test["hflip"], "tta_auto": chosen,
             "test_accuracy_tta_auto": test[chosen], "val_accuracy": round(summary["val_accuracy"], 4),
+            "val_loss": round(summary["val_loss"], 4),
             "val_accuracy_hflip": val["hflip"], "epochs_run": summary["epochs_run"],
             "best_epoch": summary["best_epoch"] + 1, "seconds": seconds}
 
