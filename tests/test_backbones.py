@@ -72,13 +72,46 @@ def test_review_model_takes_library_names_and_refuses_scratch():
         parse_params(raw)
 
 
-def test_params_stay_cheap_to_import_for_short_names():
-    """Stages that never build a network validate params.yaml without importing torch."""
+def test_params_stay_cheap_to_import_once_the_library_names_are_cached(tmp_path):
+    """Stages that never build a network validate params.yaml (its timm/resnet10t included) without
+    importing torch, once one process has listed the library's names for this version of it."""
     code = ("import sys, yaml; from imgclass.config.params import load_params; load_params('params.yaml'); "
             "print('torch' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
+    env = {**os.environ, "IMGCLASS_CACHE": str(tmp_path)}
+
+    def imports_torch() -> bool:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).resolve().parents[1], env=env)
+        assert proc.stdout.strip() in ("True", "False"), proc.stderr[-2000:]
+        return proc.stdout.strip() == "True"
+
+    assert any(m.arch.startswith("timm/") for m in load_params_file().models.values())
+    assert imports_torch()  # the first process asks timm, and leaves its names in the cache
+    assert [p.name for p in tmp_path.iterdir()] == [f"timm-{timm_version()}-models.txt"]
+    assert not imports_torch()
+
+
+def test_a_cached_list_never_accepts_an_unknown_name(tmp_path, monkeypatch):
+    from imgclass.config import architectures
+
+    monkeypatch.setenv("IMGCLASS_CACHE", str(tmp_path))
+    assert architectures.check_library_name("timm/resnet10t") == "timm/resnet10t"  # fills the cache
+    assert "resnet10t" in architectures.cached_library_names("timm")
+    with pytest.raises(ValueError, match="unknown timm model 'resnet10x'; did you mean timm/resnet10t?"):
+        architectures.check_library_name("timm/resnet10x")
+    assert architectures.check_library_name("timm/vit_tiny_patch16_224.augreg_in21k")  # a tag after the dot
+
+
+def load_params_file():
+    from imgclass.config.params import load_params
+
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def timm_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("timm")
 
 
 # --- heads, freezing, Grad-CAM ----------------------------------------------------------------------
