@@ -292,6 +292,13 @@ def test_training_is_tracked_in_mlflow_and_dvclive(fashion_split, tmp_path, monk
     (dataset_input,) = run.inputs.dataset_inputs  # the split it was trained on, by digest
     assert dataset_input.dataset.digest == mlflow_runs.split_digest(split_dir)
     assert run.data.tags.get("mlflow.parentRunId")  # nested under the pipeline's run
+    # The run's model serves alone (log_model skips MLflow's own reload check): it loads from the
+    # store and gives our checkpoint's logits.
+    ours, _, prep = load_trained(tmp_path / "model" / "model.pt")
+    batch = prep.normalize(torch.randint(0, 256, (3, 3, prep.image_size, prep.image_size)))
+    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    with torch.no_grad():
+        torch.testing.assert_close(logged(batch), ours.eval()(batch))
 
 
 @pytest.mark.slow  # torch.compile of two trainings: seconds of compilation

@@ -46,8 +46,9 @@ def penultimate_features(model: nn.Module, prep: Preprocessing, images: np.ndarr
 
 
 def tsne_png(features: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, seed: int = 0,
-             max_points: int = 2000) -> Path:
-    """A 2-D t-SNE map of the features, one colour per class."""
+             max_points: int = 1000) -> Path:
+    """A 2-D t-SNE map of the features, one colour per class, of at most `max_points` test images
+    drawn at random: Barnes-Hut t-SNE of 1,500 points took 7 s on 2 cores, a third of an evaluation."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 

@@ -20,7 +20,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from imgclass.config.architectures import (
@@ -170,6 +169,8 @@ def _timm_weights_source(arch: str, name: str) -> str:
 
 def _torchvision_model(arch: str, name: str, pretrained: bool) -> nn.Module:
     """torchvision's model with its 1000-class head; pretrained: its DEFAULT weights through torch's hub cache."""
+    import torchvision  # not at the top: 2.4 s of import (torch._dynamo) in stages that build no torchvision net
+
     if not pretrained:
         return torchvision.models.get_model(name, weights=None, num_classes=1000)
     try:

@@ -7,15 +7,17 @@ served model) imports this module, so a serving environment needs neither.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import kornia.augmentation as K
 import torch
 from kornia.augmentation.auto import TrivialAugment
 from torch import nn
-from torchvision.transforms import v2
 
 from imgclass.config.params import Augment
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
 def augmentation(cfg: Augment, image_size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -48,6 +50,9 @@ def augmentation(cfg: Augment, image_size: int) -> Callable[[torch.Tensor], torc
 
 def batch_mixing(cfg: Augment, num_classes: int) -> v2.RandomChoice | None:
     """MixUp and/or CutMix over a whole batch (targets become soft); None when both are off."""
+    # imported only when asked: torchvision takes 2.4 s to import (torch._dynamo)
+    from torchvision.transforms import v2
+
     choices = []
     if cfg.mixup:
         choices.append(v2.MixUp(alpha=cfg.mixup, num_classes=num_classes))
