@@ -17,6 +17,19 @@ FOUR_CLASSES = ["trouser", "bag", "sneaker", "dress"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+# make test runs the suite on every core (pytest-xdist, --dist loadgroup). A module's tests stay on one
+# worker, so that a module-scoped repository is built once; the modules that start from the session's
+# finished pipeline share a worker, so that it is built once too.
+SHARED_WORKER = {"test_pipeline": "finished_pipeline", "test_parallel_experiments": "finished_pipeline"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
+
+
 def require(present: bool, what: str) -> None:
     """Skip a test whose offline data or tool is missing on a developer's machine; in CI (CI=true),
     where `make test` installs everything, a missing one is a failure, never a silent skip."""
