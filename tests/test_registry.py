@@ -186,12 +186,16 @@ def test_registered_model_loads_where_imgclass_is_not_installed(registered, expe
 
 def test_serving_requirements_are_what_the_served_code_imports():
     imports = serving_imports()
-    assert {"torch", "torchvision", "numpy", "PIL", "pandas", "mlflow", "sklearn", "pydantic", "yaml"} <= imports
-    assert not {"kornia", "dvclive", "rich", "timm"} & imports  # training, tracking, the CLI; timm only per arch
+    assert {"torch", "numpy", "PIL", "pandas", "mlflow", "sklearn", "pydantic", "yaml"} <= imports
+    # training, tracking, the CLI; timm and torchvision only for an arch they build
+    assert not {"kornia", "dvclive", "rich", "timm", "torchvision"} & imports
     pins = serving_requirements(["cnn_simple"])
     names = {pin.split("==")[0].lower().replace("_", "-") for pin in pins}
     assert {"torch", "pillow", "scikit-learn", "pyyaml", "mlflow"} <= names and "kornia" not in names
-    assert "timm" not in names and "timm" in {p.split("==")[0] for p in serving_requirements(["efficientnet_lite0"])}
+    assert not {"timm", "torchvision"} & names
+    assert "timm" in {p.split("==")[0] for p in serving_requirements(["efficientnet_lite0"])}
+    with_torchvision = serving_requirements(["resnet18", "torchvision/mobilenet_v3_small"])
+    assert "torchvision" in {p.split("==")[0] for p in with_torchvision}
     assert all("+" not in pin for pin in pins)  # local versions (torch's +cu130) are not on PyPI
 
 

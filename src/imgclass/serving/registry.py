@@ -66,7 +66,7 @@ PATH_REFUSED = "path_not_allowed"
 # The module the served model imports; its import closure inside imgclass decides the requirements.
 SERVING_MODULE = "imgclass.serving.registry"
 # Packages a model family imports only when such a network is built (architectures.family of the arch).
-FAMILY_PACKAGES = {"timm": "timm"}
+FAMILY_PACKAGES = {"timm": "timm", "torchvision": "torchvision"}  # imported only to build such a net
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
