@@ -113,13 +113,14 @@ def run(params, images: np.ndarray, labels: np.ndarray, n_train: int) -> dict:
         device = torch.device(dev)
         result["devices"][dev] = device_name(device)
         prep = Preprocessing(params.image_size, params.image_size)
+        width = max(map(len, cfg.archs)) + 2  # timm/resnet10t is longer than the short names
         for name in cfg.archs:
             for bs in cfg.batch_sizes:
                 row = measure(name, prep, images, labels, len(params.classes), bs, device,
                               cfg.images, cfg.warmup, cfg.repeats)
                 row = {"model": name, "device": dev, "batch_size": bs, **row,
                        "epoch_seconds": n_train / row["train_images_per_s"]}
-                print(f"{name:<14}{dev:<6}bs={bs:<5}train {row['train_images_per_s']:8.1f} img/s  "
+                print(f"{name:<{width}}{dev:<6}bs={bs:<5}train {row['train_images_per_s']:8.1f} img/s  "
                       f"infer {row['infer_images_per_s']:8.1f} img/s  epoch {row['epoch_seconds']:7.1f} s", flush=True)
                 result["rows"].append(row)
     result["fastest"] = fastest_batch_sizes(result["rows"])
