@@ -15,6 +15,11 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 TUXPAINT = Path("/usr/share/tuxpaint/stamps")
 FOUR_CLASSES = ["trouser", "bag", "sneaker", "dress"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Under pytest-xdist each worker, and every process it starts (stages, dvc, torchrun), gets its share of
+# the cores for torch's threads instead of all of them: 6 % faster for make test-fast on 2 cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 
 # make test runs the suite on every core (pytest-xdist, --dist loadgroup). A module's tests stay on one
