@@ -10,6 +10,8 @@ import csv
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,50 @@ def reviewed(noisy_tree, tmp_path_factory) -> dict:
     paths = [p.relative_to(src).as_posix() for p in folder.images]
     return {"result": result, "paths": paths, "labels": folder.labels, "classes": folder.classes,
             "images": folder.images, "sha256s": folder.sha256s, "cache": cache}
+
+
+EMBED_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from imgclass.review.embeddings import BackboneSpec, embed_images
+spec, paths, shas, cache, out = json.loads(sys.argv[1])
+features = embed_images([Path(p) for p in paths], shas, BackboneSpec(*spec), Path(cache)).features
+np.save(out, features)
+print(json.dumps({"torch": "torch" in sys.modules, "timm": "timm" in sys.modules}))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter embedding photos
+def test_a_cached_onnx_backbone_embeds_without_torch_and_as_the_network_did(reviewed, tmp_path):
+    """On the CPU a backbone exported once is all a later review needs (no torch, timm or weights: 7-9 s
+    a review): the file carries its input normalisation. A file exported before it did still works."""
+    import onnx
+
+    from imgclass.review.embeddings import ONNX_FILE, load_cache
+
+    shas, paths = reviewed["sha256s"][:4], [str(p) for p in reviewed["images"][:4]]
+    first = np.stack([load_cache(reviewed["cache"] / FAST_KEY)[s] for s in shas]).astype(np.float32)
+    exported = onnx.load(str(reviewed["cache"] / FAST_KEY / ONNX_FILE))
+    assert {p.key for p in exported.metadata_props} == {"mean", "std"}
+
+    fresh = tmp_path / "fresh" / FAST_KEY  # the backbone alone: every vector is computed again
+    fresh.mkdir(parents=True)
+    shutil.copy(reviewed["cache"] / FAST_KEY / ONNX_FILE, fresh / ONNX_FILE)
+    spec = [FAST.model, FAST.image_size, FAST.hflip]
+    arg = json.dumps([spec, paths, shas, str(fresh.parent), str(tmp_path / "fresh.npy")])
+    proc = subprocess.run([sys.executable, "-c", EMBED_IN_A_FRESH_PROCESS, arg], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"torch": False, "timm": False}
+    np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), first, atol=2e-3)
+
+    old = tmp_path / "old" / FAST_KEY  # exported before the normalisation was written into the file
+    old.mkdir(parents=True)
+    del exported.metadata_props[:]
+    onnx.save(exported, str(old / ONNX_FILE))
+    again = embed_images([Path(p) for p in paths], shas, BackboneSpec(*spec), old.parent).features
+    np.testing.assert_allclose(again, first, atol=2e-3)
 
 
 def issues_of(reviewed: dict, path: str) -> dict[str, dict]:

@@ -14,17 +14,20 @@ Test-time augmentation (`tta_probabilities`): `hflip` averages the probabilities
 its mirror image; evaluate chooses it on validation, predict, export and serving apply that choice.
 
 This module is on the inference path (evaluate, predict, the served model): it imports nothing that
-only training needs (kornia).
+only training needs (kornia). torch is imported where tensors are made, not on import: decoding images
+(`to_uint8`, data/decode.py, the review on ONNX Runtime) needs no torch (2.7 s a process).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +44,8 @@ def logits_to_probabilities(logits: torch.Tensor, output: str = "softmax", tempe
         raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
     logits = logits.float() / temperature
     if output == "sigmoid":
+        import torch.nn.functional as F
+
         # sigmoid(z_k) / sum_j sigmoid(z_j), in log space so that very negative logits do not underflow.
         return F.logsigmoid(logits).softmax(dim=1)
     return logits.softmax(dim=1)
@@ -85,6 +90,9 @@ class Preprocessing:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) N x 3 x H x W, any device -> normalised float N x 3 x input_size x input_size."""
+        import torch
+        import torch.nn.functional as F
+
         x = batch.float() / 255  # not in place: augmented float batches belong to the caller
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",

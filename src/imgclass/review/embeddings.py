@@ -11,11 +11,13 @@ embeds only the new ones. Entries of images no longer present are kept: a smalle
 same data reuses them.
 
 On the CPU the backbone runs in ONNX Runtime (2-3x faster than eager PyTorch for efficientnet's
-depthwise convolutions on 2 cores); its ONNX file is exported once into the cache.
+depthwise convolutions on 2 cores); its ONNX file is exported once into the cache, with the mean and
+std its inputs need, so that a review with the file in place imports neither torch nor timm.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,13 +87,12 @@ def save_cache(folder: Path, vectors: dict[str, np.ndarray]) -> None:
 
 def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size: int,
                   folder: Optional[Path]) -> np.ndarray:
-    forward = _backbone(spec, device, folder)
-    mean, std = _mean_std(spec.model)
+    forward, (mean, std) = _backbone(spec, device, folder)
     out = []
     with Progress(len(paths), "review: embedding") as progress:
         for batch in squashed_batches(paths, spec.image_size, batch_size):
-            x = (batch.astype(np.float32) / 255 - mean) / std
-            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+            x = ((batch.astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
+            x = np.ascontiguousarray(x)
             feats = forward(x)
             if spec.hflip:
                 feats = feats + forward(np.ascontiguousarray(x[..., ::-1]))
@@ -100,7 +101,11 @@ def _run_backbone(paths: list[Path], spec: BackboneSpec, device: str, batch_size
     return np.concatenate(out).astype(np.float32)
 
 
-def _mean_std(model: str) -> tuple[np.ndarray, np.ndarray]:
+Forward = Callable[[np.ndarray], np.ndarray]
+Normalization = tuple[np.ndarray, np.ndarray]  # mean, std per channel
+
+
+def _mean_std(model: str) -> Normalization:
     """What the weights were trained on: tf_efficientnet_lite's [-1, 1], timm's pretrained_cfg, torchvision's ImageNet statistics."""
     from imgclass.model.models import input_normalization
 
@@ -120,23 +125,25 @@ def feature_network(model: str):
     return network.eval()
 
 
-def _backbone(spec: BackboneSpec, device: str, folder: Optional[Path]) -> Callable[[np.ndarray], np.ndarray]:
-    """N x 3 x H x W float32 -> N x D features: ONNX Runtime on the CPU, PyTorch elsewhere."""
+def _backbone(spec: BackboneSpec, device: str, folder: Optional[Path]) -> tuple[Forward, Normalization]:
+    """N x 3 x H x W float32 -> N x D features, and the normalisation its inputs need: ONNX Runtime on
+    the CPU, PyTorch elsewhere."""
+    if device == "cpu":
+        return _onnx_backbone(spec, folder)
     import torch
 
-    network = feature_network(spec.model)
-    if device != "cpu":
-        network = network.to(device, memory_format=torch.channels_last)
+    network = feature_network(spec.model).to(device, memory_format=torch.channels_last)
 
-        def forward_torch(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                t = torch.from_numpy(x).to(device, memory_format=torch.channels_last)
-                return network(t).float().cpu().numpy()
-        return forward_torch
-    return _onnx_forward(network, spec, folder)
+    def forward_torch(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(device, memory_format=torch.channels_last)
+            return network(t).float().cpu().numpy()
+    return forward_torch, _mean_std(spec.model)
 
 
-def _onnx_forward(network, spec: BackboneSpec, folder: Optional[Path]) -> Callable[[np.ndarray], np.ndarray]:
+def _onnx_backbone(spec: BackboneSpec, folder: Optional[Path]) -> tuple[Forward, Normalization]:
+    """A cached ONNX file needs neither torch nor timm (7-9 s of imports and weights): the network is
+    built only to export it, and the file carries the normalisation its inputs need."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -144,22 +151,38 @@ def _onnx_forward(network, spec: BackboneSpec, folder: Optional[Path]) -> Callab
     options.log_severity_level = 3  # errors only
     if folder is not None:  # exported once per backbone key, beside its vectors
         if not (folder / ONNX_FILE).exists():
-            _export_onnx(network, spec.image_size, folder / ONNX_FILE)
+            _export_onnx(spec, folder / ONNX_FILE)
         session = ort.InferenceSession(str(folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
     else:
         with tempfile.TemporaryDirectory(prefix="imgclass-onnx-") as tmp:  # the session holds the model
-            _export_onnx(network, spec.image_size, Path(tmp) / ONNX_FILE)
+            _export_onnx(spec, Path(tmp) / ONNX_FILE)
             session = ort.InferenceSession(str(Path(tmp) / ONNX_FILE), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"images": x})[0]
+    return (lambda x: session.run(None, {"images": x})[0]), _onnx_normalization(session, spec.model)
 
 
-def _export_onnx(network, image_size: int, path: Path) -> None:
+def _onnx_normalization(session, model: str) -> Normalization:
+    """The mean and std written into the ONNX file at export; a file exported before they were is
+    normalised as its model says (importing it)."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if "mean" not in meta or "std" not in meta:
+        return _mean_std(model)
+    return (np.array(json.loads(meta["mean"]), np.float32), np.array(json.loads(meta["std"]), np.float32))
+
+
+def _export_onnx(spec: BackboneSpec, path: Path) -> None:
     import warnings
 
+    import onnx
     import torch
 
+    network = feature_network(spec.model)
+    mean, std = _mean_std(spec.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(network, torch.zeros(1, 3, image_size, image_size), str(tmp), input_names=["images"],
-                          output_names=["features"], dynamic_axes={"images": {0: "n"}}, dynamo=False)
+        torch.onnx.export(network, torch.zeros(1, 3, spec.image_size, spec.image_size), str(tmp),
+                          input_names=["images"], output_names=["features"], dynamic_axes={"images": {0: "n"}},
+                          dynamo=False)
+        exported = onnx.load(str(tmp))
+        onnx.helper.set_model_props(exported, {"mean": json.dumps(mean.tolist()), "std": json.dumps(std.tolist())})
+        onnx.save(exported, str(tmp))
