@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from sklearn.metrics import (
     accuracy_score,
     auc,
@@ -24,10 +24,13 @@ from sklearn.metrics import (
     roc_curve,
     top_k_accuracy_score,
 )
-from torch import nn
 
 from imgclass import files
 from imgclass.model.preprocess import Preprocessing, check_tta, tta_probabilities
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 TOP_K = 3
 # Two classes: classes[1] is the positive class, predicted when its probability is above this, which
@@ -38,18 +41,20 @@ SCALAR_KEYS = ("accuracy", "val_accuracy", "macro_f1", "weighted_f1", "ece", "ro
                "threshold", "n")
 
 
-@torch.no_grad()
 def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
                   batch_size: int = 256, tta: str = "none") -> np.ndarray:
     """Class probabilities for uint8 N x H x W x 3 images, through the model's saved preprocessing
     on both sides (normalised input; logits to probabilities as its loss trained them), with the
     test-time augmentation `tta` (preprocess.TTA)."""
+    import torch  # here: the ensemble reads saved predictions (this module) without a network
+
     check_tta(tta)
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
-        out.append(tta_probabilities(model, prep, prep.normalize(batch), tta).cpu().numpy())
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
+            out.append(tta_probabilities(model, prep, prep.normalize(batch), tta).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
