@@ -19,7 +19,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # the cores for torch's threads instead of all of them: 6 % faster for make test-fast on 2 cores.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+    from imgclass.devices import usable_cpus
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // _WORKERS)))
 
 
 # make test runs the suite on every core (pytest-xdist, --dist loadgroup). A module's tests stay on one
