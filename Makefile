@@ -48,12 +48,12 @@ run: setup
 # Every core: pytest-xdist workers, each module on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
 test: setup
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # The inner loop: all but the tests marked slow (repositories built with dvc repro, real servers,
 # torchrun and other multi-process runs, browsers); `make test` runs them all.
 test-fast: setup
-	$(VENV)/bin/pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # One local user: one uvicorn worker and no background job runners (MLflow's GenAI jobs): 0.5 GB of
 # memory instead of 3 GB with mlflow's defaults. UI_PORT / UI_STORE / UI_ARTIFACTS let tests serve another store.

@@ -24,17 +24,39 @@ if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // _WORKERS)))
 
 
-# make test runs the suite on every core (pytest-xdist, --dist loadgroup). A module's tests stay on one
-# worker, so that a module-scoped repository is built once; the modules that start from the session's
-# finished pipeline share a worker, so that it is built once too.
+# make test runs the suite on every core (pytest-xdist, --dist loadscope, scheduled here). A module's
+# tests stay on one worker, so that a module-scoped repository is built once; the modules that start
+# from the session's finished pipeline share a worker, so that it is built once too. xdist's own
+# loadgroup cannot do this under pytest 9.2: it marks groups by editing node ids, which pytest no longer
+# reads (pytest-dev/pytest-xdist#1386), and every module ran on both workers.
 SHARED_WORKER = {"test_pipeline": "finished_pipeline", "test_parallel_experiments": "finished_pipeline"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def work_unit(nodeid: str) -> str:
+    """The tests that run together on one worker: a module, or the modules that share a session repository."""
+    path = nodeid.split("::", 1)[0]
+    return SHARED_WORKER.get(Path(path).stem, path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(items):
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(SHARED_WORKER.get(module, module)))
+    # The longest work first, so that neither worker is left alone with a long tail: the modules that
+    # share the session's pipeline (its build, then their experiments), then the other modules with slow
+    # tests (repository builds). The sort is stable: a module's tests keep their order.
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.module.__name__ not in SHARED_WORKER, item.module.__name__ not in slow))
 
 
 def require(present: bool, what: str) -> None:

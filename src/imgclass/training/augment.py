@@ -50,6 +50,8 @@ def augmentation(cfg: Augment, image_size: int) -> Callable[[torch.Tensor], torc
 
 def batch_mixing(cfg: Augment, num_classes: int) -> v2.RandomChoice | None:
     """MixUp and/or CutMix over a whole batch (targets become soft); None when both are off."""
+    if not (cfg.mixup or cfg.cutmix):
+        return None
     # imported only when asked: torchvision takes 2.4 s to import (torch._dynamo)
     from torchvision.transforms import v2
 
