@@ -7,21 +7,13 @@ import json
 import numpy as np
 import pytest
 from conftest import require_fashion
-from scenarios import (
-    assert_ensemble,
-    assert_model_outputs,
-    cnn,
-    fashion_params,
-    read_json,
-    repro,
-)
+from scenarios import assert_ensemble, assert_model_outputs, cnn, fashion_params, read_json, repro
 from scratch_repo import run
 
 from imgclass.files import read_csv
 
 pytestmark = pytest.mark.slow
 
-# --- 1. two classes, the "is it a bird?" case; predict and export on the result ----------------
 
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):

@@ -8,22 +8,12 @@ import shutil
 import pytest
 import yaml
 from conftest import require_fashion
-from scenarios import (
-    VOTES,
-    assert_ensemble,
-    assert_model_outputs,
-    cnn,
-    copy_tree,
-    fashion_pngs,
-    folder_params,
-    read_json,
-    repro,
-)
+from scenarios import (VOTES, assert_ensemble, assert_model_outputs, cnn, copy_tree, fashion_pngs, folder_params,
+                       read_json, repro)
 from scratch_repo import copy_finished, run, write_params
 
 pytestmark = pytest.mark.slow
 
-# --- 3 + 4 + 5. 10:1 imbalance, the rare class exactly at split.min_per_class, one model --------
 
 @pytest.fixture(scope="module")
 def imbalanced(tmp_path_factory):

@@ -9,7 +9,6 @@ from scenarios import assert_model_outputs, cnn, folder_params, repro
 
 pytestmark = pytest.mark.slow
 
-# --- 7. twenty-plus classes with few images each ---------------------------------------------------
 
 MANY = {"asl": "symbols/alphabets/asl", "birds": "animals/birds", "houses": "town/houses/cartoon",
         "uppercase": "symbols/alphabets/english/filled/uppercase", "fruit": "food/fruit",

@@ -18,8 +18,6 @@ from imgclass.files import read_csv
 
 pytestmark = pytest.mark.slow
 
-# --- 2 + 6. colour photos through the folder source, pretrained + scratch, as grey, colour, tiny
-# and huge files in one tree --------------------------------------------------------------------
 
 PHOTO_FOLDERS = {"mammals": TUXPAINT / "animals" / "mammals", "vehicles": TUXPAINT / "vehicles"}
 
