@@ -38,7 +38,7 @@ def work_unit(nodeid: str) -> str:
     return SHARED_WORKER.get(Path(path).stem, path)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: a hook of pytest-xdist's, known only with it
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadscope":
         return None
