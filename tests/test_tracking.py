@@ -89,6 +89,14 @@ def test_the_experiment_is_created_and_marked_as_model_training(project):
     assert c.get_experiment_by_name("imgclass").tags["mlflow.experimentKind"] == "custom_model_development"
 
 
+def test_an_experiment_created_by_another_client_since_the_lookup_is_used(project):
+    """Two machines starting at once on one tracking server: both find no experiment, one creates it,
+    and the other's create is refused (RESOURCE_ALREADY_EXISTS); the other then uses it."""
+    mlflow_runs.connect()
+    theirs = client().create_experiment("imgclass", tags={"mlflow.experimentKind": "custom_model_development"})
+    assert mlflow_runs._create_training_experiment() == theirs
+
+
 def test_an_existing_experiment_without_a_kind_gets_the_training_kind(project):
     c = client()
     c.create_experiment("imgclass")

@@ -223,16 +223,30 @@ def _ensure_training_experiment() -> str:
 
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)  # the first call creates the sqlite schema
     if experiment is None:
-        # Artifacts beside a local store; a tracking server keeps its own (every client can reach them).
-        local = tracking_uri().startswith("sqlite:")
-        experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root() if local else None,
-                                                 tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+        experiment_id = _create_training_experiment()
     else:
         experiment_id = experiment.experiment_id
         if EXPERIMENT_KIND_TAG not in experiment.tags:  # a store made before the tag: keep the user's choice if set
             mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _create_training_experiment() -> str:
+    """The experiment, created; or, when another client created it since we looked (two machines
+    starting at once on one tracking server), theirs."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    # Artifacts beside a local store; a tracking server keeps its own (every client can reach them).
+    local = tracking_uri().startswith("sqlite:")
+    try:
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=artifact_root() if local else None,
+                                        tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
 # ---------------------------------------------------------------- the pipeline run (parent)
