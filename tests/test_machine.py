@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,35 @@ from scratch_repo import make_repo, ran_stages, run
 def test_facts_are_what_torch_sees_and_stable():
     facts = machine.describe()
     cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if available("cuda") else []
-    assert facts == {"cpu": facts["cpu"], "usable_cores": facts["usable_cores"], "cuda": cuda,
-                     "mps": available("mps"), "torch": torch.__version__}
+    assert facts == {"cpu": facts["cpu"], "cpu_features": facts["cpu_features"], "usable_cores": facts["usable_cores"],
+                     "cuda": cuda, "mps": available("mps"), "torch": torch.__version__}
     assert facts["cpu"] and 1 <= facts["usable_cores"] <= os.cpu_count()
+    # The vector instructions recorded are those torch's kernels run on here (x86: AVX2 or AVX512).
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512"):
+        assert capability.lower() in facts["cpu_features"]
+    if platform.machine() in ("x86_64", "AMD64") and platform.system() == "Linux":
+        assert "family" in facts["cpu"]  # "AMD EPYC" names several generations; family and model tell them apart
     assert machine.describe() == facts  # nothing volatile: a second look gives the same file
+
+
+def test_machines_named_alike_differ_in_their_vector_instructions():
+    zen2 = {"flags": "fpu sse2 avx avx2 fma bmi2"}
+    zen4 = {"flags": "fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"}
+    graviton3 = {"Features": "fp asimd asimddp sve i8mm bf16"}
+    assert machine.features_listed(zen2) == ["avx2"]
+    assert machine.features_listed(zen4) == ["avx2", "avx512", "avx512_vnni", "avx512_bf16"]
+    assert machine.features_listed({"flags": "avx2 fma avx512f"}) == ["avx2"]  # not the set torch's kernels need
+    assert machine.features_listed(graviton3) == ["asimd", "asimddp", "i8mm", "bf16", "sve"]
+    assert machine.features_listed({}) == []
+
+
+def test_the_summary_names_the_vector_instructions_and_reads_older_files():
+    facts = {"cpu": "AMD EPYC (family 25 model 17)", "cpu_features": ["avx2", "avx512"], "usable_cores": 2,
+             "cuda": [], "mps": False, "torch": "2.14.1+cu130"}
+    assert machine.summary(facts) == "AMD EPYC (family 25 model 17) with avx2 avx512, 2 usable cores, torch 2.14.1+cu130"
+    older = {k: v for k, v in facts.items() if k != "cpu_features"} | {"cpu": "AMD EPYC"}
+    assert machine.summary(older) == "AMD EPYC, 2 usable cores, torch 2.14.1+cu130"
 
 
 def imported_modules(importtime_log: str) -> set[str]:
