@@ -5,7 +5,7 @@ import torch
 from imgclass.evaluation import explain
 
 from imgclass.model import models
-from imgclass.evaluation.evaluate import predict_probs
+from imgclass.evaluation.evaluate import predict_probs, predict_views
 from imgclass.model.preprocess import Preprocessing
 from imgclass.data.image_cache import load_split
 
@@ -45,6 +45,23 @@ def test_penultimate_features_are_what_the_head_receives(arch, width):
     with torch.no_grad():
         again = torch.log_softmax(head(torch.from_numpy(features)), dim=1).numpy()
     np.testing.assert_allclose(again, logits, atol=1e-4)
+
+
+def test_one_pass_gives_every_view_the_separate_passes_give():
+    """evaluate's single pass over a split: plain and mirrored probabilities, and the image's own
+    penultimate features, as predict_probs per test-time augmentation and penultimate_features give them."""
+    torch.manual_seed(0)
+    model, prep, images = models.build_model("cnn_simple", 3).eval(), Preprocessing(28, 28), random_images(7)
+    views = predict_views(model, prep, images, batch_size=3, mirrored=True, features=True)
+    for tta in ("none", "hflip"):
+        np.testing.assert_allclose(views.probabilities(tta), predict_probs(model, prep, images, tta=tta), atol=1e-6)
+    assert not np.allclose(views.plain, views.mirrored)  # the mirror is a different input
+    np.testing.assert_allclose(views.features, explain.penultimate_features(model, prep, images), atol=1e-5)
+    plain_only = predict_views(model, prep, images)
+    assert plain_only.mirrored is None and plain_only.features is None
+    with pytest.raises(ValueError, match="mirrored"):
+        plain_only.probabilities("hflip")
+    assert predict_views(model, prep, images[:0], features=True).features.shape == (0, 64)
 
 
 @pytest.mark.parametrize("input_size, layer", [(28, "layer3.1.conv2"), (64, "layer4.1.conv2")])

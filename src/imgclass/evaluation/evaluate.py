@@ -7,6 +7,7 @@ choices (which model, which vote), the test split only for reporting.
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,21 +42,57 @@ SCALAR_KEYS = ("accuracy", "val_accuracy", "macro_f1", "weighted_f1", "ece", "ro
                "threshold", "n")
 
 
-def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
-                  batch_size: int = 256, tta: str = "none") -> np.ndarray:
-    """Class probabilities for uint8 N x H x W x 3 images, through the model's saved preprocessing
-    on both sides (normalised input; logits to probabilities as its loss trained them), with the
-    test-time augmentation `tta` (preprocess.TTA)."""
+@dataclass(frozen=True)
+class Views:
+    """One pass of a model over images: the probabilities of each image, of its mirror image (for the
+    hflip test-time augmentation) and the penultimate features, each where it was asked for."""
+    plain: np.ndarray
+    mirrored: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+    def probabilities(self, tta: str) -> np.ndarray:
+        """preprocess.tta_probabilities on the saved views: hflip is the mean of the two."""
+        if check_tta(tta) == "none":
+            return self.plain
+        if self.mirrored is None:
+            raise ValueError("hflip needs the mirrored view: predict_views(..., mirrored=True)")
+        return (self.plain + self.mirrored) / 2
+
+
+def predict_views(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
+                  batch_size: int = 256, mirrored: bool = False, features: bool = False) -> Views:
+    """Class probabilities of uint8 N x H x W x 3 images through the model's saved preprocessing on both
+    sides (normalised input; logits to probabilities as its loss trained them); with `mirrored` those
+    of the mirror images too, with `features` what the classifier head receives. One pass over the
+    images serves every test-time augmentation and the t-SNE map."""
     import torch  # here: the ensemble reads saved predictions (this module) without a network
 
-    check_tta(tta)
+    from imgclass.model import models
+
     model.eval()
-    out = []
+    plain, flipped, head_inputs = [], [], []
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.array(images[start:start + batch_size])).permute(0, 3, 1, 2).to(device)
-            out.append(tta_probabilities(model, prep, prep.normalize(batch), tta).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+            x = prep.normalize(batch)
+            with models.head_inputs(model) if features else nullcontext([]) as seen:
+                plain.append(tta_probabilities(model, prep, x, "none").cpu().numpy())
+            head_inputs += seen  # the image's own features, not its mirror's
+            if mirrored:
+                flipped.append(tta_probabilities(model, prep, x.flip(-1), "none").cpu().numpy())
+    return Views(_joined(plain), _joined(flipped) if mirrored else None,
+                 models.stacked_head_inputs(model, head_inputs) if features else None)
+
+
+def _joined(batches: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(batches) if batches else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_probs(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
+                  batch_size: int = 256, tta: str = "none") -> np.ndarray:
+    """Class probabilities for uint8 N x H x W x 3 images with the test-time augmentation `tta`
+    (preprocess.TTA)."""
+    return predict_views(model, prep, images, device, batch_size, mirrored=check_tta(tta) == "hflip").probabilities(tta)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from imgclass.evaluation.evaluate import (
     classification_metrics,
     curve_area,
     file_sha256,
-    predict_probs,
+    predict_views,
     report_table,
     roc_pr_curves,
     scalar_metrics,
@@ -60,11 +60,12 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
     classes = meta["classes"]
     test_x, test_y = load_split(split_dir, "test", classes, prep.image_size)
     val_x, val_y = load_split(split_dir, "val", classes, prep.image_size)
-    val_probs = {t: predict_probs(model, prep, val_x, device, tta=t) for t in TTA}  # both reported
-    val_by_tta = {t: accuracy(p, val_y) for t, p in val_probs.items()}
+    val = predict_views(model, prep, val_x, device, mirrored=True)  # every test-time augmentation is reported
+    val_by_tta = {t: accuracy(val.probabilities(t), val_y) for t in TTA}
     chosen = choose_tta(tta, val_by_tta)
-    saved = SavedPredictions(classes, val_probs[chosen], val_y, predict_probs(model, prep, test_x, device, tta=chosen),
-                             test_y, file_sha256(checkpoint), chosen)
+    test = predict_views(model, prep, test_x, device, mirrored=chosen == "hflip", features=True)
+    saved = SavedPredictions(classes, val.probabilities(chosen), val_y, test.probabilities(chosen), test_y,
+                             file_sha256(checkpoint), chosen)
     metrics = classification_metrics(test_y, saved.test_probs, classes)
     scalars = {**scalar_metrics(metrics), "val_accuracy": saved.val_accuracy,
                **{f"val_accuracy_tta_{t}": a for t, a in val_by_tta.items()}}
@@ -76,7 +77,8 @@ def evaluate_model(name: str, checkpoint: Path, split_dir: Path, plots_dir: Path
     files.write_text(plots_dir / "report.txt", report_table(metrics, classes))
     # Grad-CAM, t-SNE and top losses explain the network on the image as it is (probabilities: with TTA).
     pngs = [*metric_plots(name, metrics, test_y, saved.test_probs, classes, plots_dir),
-            *explain_plots(model, prep, test_x, test_y, saved.test_probs, classes, plots_dir, device, seed)]
+            *explain_plots(model, prep, test_x, test_y, saved.test_probs, test.features, classes, plots_dir, device,
+                           seed)]
     saved.save(preds_path)
     return ModelReport(name, scalars, [plots_dir / "report.json", plots_dir / "report.txt", *pngs],
                        meta.get("mlflow_run_id"))
@@ -122,10 +124,9 @@ def metric_plots(name: str, metrics: dict, y_true: np.ndarray, probs: np.ndarray
             plots.precision_recall_png(curves["pr"], ap, subject, out / "pr.png")]
 
 
-def explain_plots(model, prep, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, classes: list[str],
-                  out: Path, device: torch.device | str, seed: int) -> list[Path]:
+def explain_plots(model, prep, images: np.ndarray, labels: np.ndarray, probs: np.ndarray, features: np.ndarray,
+                  classes: list[str], out: Path, device: torch.device | str, seed: int) -> list[Path]:
     """t-SNE of the penultimate features, Grad-CAM of a right/wrong sample, the top losses."""
-    features = explain.penultimate_features(model, prep, images, device)
     return [explain.tsne_png(features, labels, classes, out / "tsne.png", seed=seed),
             explain.gradcam_png(model, prep, images, labels, probs, classes, out / "gradcam.png", seed=seed),
             explain.top_losses_png(images, labels, probs, classes, out / "top_losses.png")]

@@ -33,16 +33,11 @@ def _normalized_batches(prep: Preprocessing, images: np.ndarray, device: torch.d
 def penultimate_features(model: nn.Module, prep: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu",
                          batch_size: int = 256) -> np.ndarray:
     """N x D: what the classifier head (the last Linear layer) receives, for any registry architecture."""
-    head = model.get_submodule(models.head_name(model))
-    captured: list[np.ndarray] = []
-    handle = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].float().cpu().numpy()))
-    try:
-        model.eval()
+    model.eval()
+    with models.head_inputs(model) as captured:
         for batch in _normalized_batches(prep, images, device, batch_size):
             model(batch)
-    finally:
-        handle.remove()
-    return np.concatenate(captured) if captured else np.zeros((0, head.in_features), dtype=np.float32)
+    return models.stacked_head_inputs(model, captured)
 
 
 def tsne_png(features: np.ndarray, labels: np.ndarray, classes: list[str], path: Path, seed: int = 0,

@@ -15,9 +15,11 @@ naming it and where to put it. efficientnet_lite0/1/2's come offline from the Py
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -229,6 +231,26 @@ def head_name(model: nn.Module) -> str:
     if not names:
         raise ValueError(f"{type(model).__name__} has no Linear classifier")
     return names[-1]
+
+
+@contextmanager
+def head_inputs(model: nn.Module) -> Iterator[list[np.ndarray]]:
+    """While open, every forward pass appends what the classifier head receives (its penultimate
+    features, N x D float32 on the CPU) to the list it yields."""
+    captured: list[np.ndarray] = []
+    head = model.get_submodule(head_name(model))
+    handle = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].float().cpu().numpy()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def stacked_head_inputs(model: nn.Module, captured: list[np.ndarray]) -> np.ndarray:
+    """The batches head_inputs captured as one N x D array (0 x D for no images)."""
+    if captured:
+        return np.concatenate(captured)
+    return np.zeros((0, model.get_submodule(head_name(model)).in_features), dtype=np.float32)
 
 
 def _timm_classifier(model: nn.Module) -> nn.Linear | None:
