@@ -45,10 +45,9 @@ run: setup
 	@echo "==> pipeline: dvc repro (each stage says its name as it starts)"
 	$(VENV)/bin/dvc repro
 
-# pytest-xdist workers, each module on one worker (tests/conftest.py): one more than the cores, since a
-# worker waiting on a stage's start, a server or the disk leaves its core idle (2 cores: 655 s with 3
-# workers against 692 s with 2; docs/benchmarks.md). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= $(shell python3 -c "import os; print(len(os.sched_getaffinity(0)) + 1)" 2>/dev/null || echo auto)
+# Every core: pytest-xdist workers, each module on one worker (tests/conftest.py). A worker more than the
+# cores was tried and not kept (docs/benchmarks.md). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 test: setup
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
