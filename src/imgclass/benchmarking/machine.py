@@ -1,8 +1,9 @@
 """The facts about this machine that the benchmark's numbers depend on: CPU model, the vector
 instructions torch's CPU kernels choose from, usable cores, GPU names, MPS, torch build. The machine
 stage writes them to reports/machine.json on every `dvc repro` and the benchmark stage depends on that
-file, so the benchmark reruns where the hardware differs from the committed baseline's, and only there. Hence only stable facts: nothing about time, load or free
-memory, which would rerun the benchmark every time.
+file, so the benchmark reruns where the hardware differs from the committed baseline's, and only there.
+Hence only stable facts: nothing about time, load or free memory, which would rerun the benchmark
+every time.
 
 Cheap, since it runs on every repro: torch (3.5 s to import on 2 warm cores, over 20 s cold) is
 imported only where a GPU driver is present or the system is macOS."""
@@ -40,7 +41,8 @@ def summary(facts: dict) -> str:
     """One line for people: 'AMD EPYC (family 25 model 17) with avx2 avx512, 2 usable cores, cuda: NVIDIA
     H100, torch 2.14.1+cu130'."""
     features = facts.get("cpu_features") or []  # absent from a machine.json that predates them
-    parts = [facts["cpu"] + (f" with {' '.join(features)}" if features else ""), f"{facts['usable_cores']} usable cores"]
+    cpu = facts["cpu"] + (f" with {' '.join(features)}" if features else "")
+    parts = [cpu, f"{facts['usable_cores']} usable cores"]
     if facts["cuda"]:
         parts.append("cuda: " + ", ".join(facts["cuda"]))
     if facts["mps"]:
