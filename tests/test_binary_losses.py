@@ -33,7 +33,8 @@ def pair_split(tmp_path_factory):
 
 # name -> the model params that differ: each loss, and bce on one logit (models.SignedLogit)
 VARIANTS = {"cross_entropy": {"loss": "cross_entropy"}, "bce": {"loss": "bce"}, "multi_margin": {"loss": "multi_margin"},
-            "bce_one_logit": {"loss": "bce", "binary_head": "one_logit"}}
+            "bce_one_logit": {"loss": "bce", "binary_head": "one_logit"},
+            "label_smoothing": {"loss": "cross_entropy", "label_smoothing": 0.2}}
 
 
 def with_loss(params, variant: str):
@@ -63,7 +64,7 @@ def accuracy(logits, labels) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 @pytest.mark.parametrize("loss", ["bce", "multi_margin"])
 def test_bce_and_hinge_reach_cross_entropy_accuracy_on_a_separable_pair(trained, loss):
     reference = accuracy(*trained["cross_entropy"][3:5])
@@ -71,11 +72,13 @@ def test_bce_and_hinge_reach_cross_entropy_accuracy_on_a_separable_pair(trained,
     assert accuracy(*trained[loss][3:5]) >= reference - 0.05
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_each_loss_saves_how_its_logits_become_probabilities(trained):
     assert trained["cross_entropy"][2].output == "softmax" and trained["cross_entropy"][2].temperature == 1.0
     assert trained["bce"][2].output == "sigmoid" and trained["bce"][2].temperature == 1.0
     assert trained["multi_margin"][2].output == "softmax" and trained["multi_margin"][2].temperature != 1.0
+    # smoothed targets make a timid softmax: the fitted temperature sharpens it
+    assert trained["label_smoothing"][2].output == "softmax" and trained["label_smoothing"][2].temperature < 1.0
     for loss, (_, meta, prep, logits, _, _) in trained.items():
         assert meta["preprocessing"]["output"] == prep.output
         probs = prep.probabilities(logits)
@@ -83,7 +86,7 @@ def test_each_loss_saves_how_its_logits_become_probabilities(trained):
         assert torch.equal(probs.argmax(dim=1), logits.argmax(dim=1))  # the mapping keeps every decision
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_bce_probabilities_are_the_per_class_sigmoids_it_trained(trained):
     _, _, prep, logits, labels, _ = trained["bce"]
     sigmoids = logits.sigmoid()
@@ -92,7 +95,7 @@ def test_bce_probabilities_are_the_per_class_sigmoids_it_trained(trained):
     assert logits.softmax(dim=1).max(dim=1).values.mean() > prep.probabilities(logits).max(dim=1).values.mean()
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_bce_on_one_logit_reaches_cross_entropy_accuracy(trained):
     model, meta, prep, logits, labels, _ = trained["bce_one_logit"]
     assert model.head.weight.shape[0] == 1  # the network has one output
@@ -100,7 +103,7 @@ def test_bce_on_one_logit_reaches_cross_entropy_accuracy(trained):
     assert accuracy(logits, labels) >= accuracy(*trained["cross_entropy"][3:5]) - 0.02
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_one_logit_probabilities_are_its_sigmoid_and_one_minus_it(trained):
     _, _, prep, logits, _, _ = trained["bce_one_logit"]
     u = logits[:, 1]
@@ -110,7 +113,7 @@ def test_one_logit_probabilities_are_its_sigmoid_and_one_minus_it(trained):
     assert torch.allclose(probs[:, 1], u.sigmoid(), atol=1e-6) and torch.allclose(probs[:, 0], 1 - u.sigmoid(), atol=1e-6)
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_one_logit_predict_and_export_agree_and_feed_the_soft_vote(trained, pair_split, tmp_path):
     from imgclass.evaluation.ensemble import apply_vote
     from imgclass.evaluation.evaluate import predict_probs
@@ -142,10 +145,11 @@ def test_one_logit_needs_two_classes():
         build_model("cnn_simple", 3, binary_head="one_logit")
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
-def test_hinge_temperature_is_fitted_on_the_validation_split(trained, pair_split):
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.parametrize("variant", ["multi_margin", "label_smoothing"])
+def test_the_temperature_is_fitted_on_the_validation_split(trained, pair_split, variant):
     _, split_dir = pair_split
-    model, _, prep, _, _, _ = trained["multi_margin"]
+    model, _, prep, _, _, _ = trained[variant]
     images, labels = load_split(split_dir, "val", PAIR, 28)
     with torch.no_grad():
         logits = model(prep.normalize(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)))
@@ -178,7 +182,7 @@ def test_checkpoints_without_an_output_side_load_as_softmax():
     assert prep.output == "softmax" and prep.temperature == 1.0
 
 
-@pytest.mark.slow  # four models trained once a module (the `trained` fixture) or a range test
+@pytest.mark.slow  # five models trained once a module (the `trained` fixture) or a range test
 def test_lr_find_works_with_two_classes(pair_split):
     params, split_dir = pair_split
     result = lr_range_test("cnn_simple", params, split_dir, steps=80)

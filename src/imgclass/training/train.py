@@ -47,10 +47,10 @@ from imgclass.training import resume
 from imgclass.training.augment import augmentation, batch_mixing
 from imgclass.training.distributed import World, process_group
 from imgclass.training.losses import (
-    NEEDS_TEMPERATURE,
     balanced_class_weights,
     fit_temperature,
     make_loss,
+    needs_temperature,
     probability_output,
 )
 from imgclass.training.run_state import EarlyStopper, RunState
@@ -538,7 +538,7 @@ def keep_best(run: Run, state: RunState, seconds: float) -> tuple[dict, Preproce
     and the preprocessing to save with the model."""
     run.model.load_state_dict(state.best_state)
     prep = run.stepper.prep
-    if run.cfg.loss in NEEDS_TEMPERATURE:
+    if needs_temperature(run.cfg.loss, run.cfg.label_smoothing):
         prep = calibrated(run.stepper, prep, run.val_ds)
     best = state.best()
     return {"best_epoch": state.stopper.best_epoch, "epochs_run": len(state.history),
