@@ -29,9 +29,9 @@ global.find-links='/srv/overridden-by-the-environment'
 
 def test_the_machines_pip_configuration_becomes_uv_arguments():
     args, env = uv_install.uv_arguments(uv_install.pip_settings(MACHINE_CONFIG))
-    pairs = list(zip(args[::2], args[1::2]))
+    assert args[:3] == ["--index-strategy", "unsafe-best-match", "--compile-bytecode"]  # as pip does
+    pairs = list(zip(args[3::2], args[4::2]))
     assert pairs == [
-        ("--index-strategy", "unsafe-best-match"),
         ("--constraint", "/etc/xdg/pip/constraints.txt"),
         ("--extra-index-url", "file:///opt/pypi/simple"),
         ("--extra-index-url", "file:///opt/pypi-more/simple"),
@@ -45,9 +45,9 @@ def test_sections_other_than_install_are_not_read_and_switches_follow_their_valu
         "download.dest='/tmp'\ninstall.no-index='true'\ninstall.index-url='https://mirror/simple'\n")
     assert settings == {"no-index": "true", "index-url": "https://mirror/simple"}
     args, _ = uv_install.uv_arguments(settings)
-    assert args[2:] == ["--no-index", "--index-url", "https://mirror/simple"]
-    args, _ = uv_install.uv_arguments({"no-index": "false"})
-    assert "--no-index" not in args
+    assert args[3:] == ["--no-index", "--index-url", "https://mirror/simple"]
+    args, _ = uv_install.uv_arguments({"no-index": "false", "no-compile": "true"})
+    assert "--no-index" not in args and "--compile-bytecode" not in args
 
 
 def test_a_setting_uv_cannot_take_is_named():
@@ -77,13 +77,18 @@ def run_tool(tmp_path: Path, pip_conf: str, *pip_args: str) -> subprocess.Comple
                           check=False)
 
 
-def test_uv_finds_a_package_only_pips_configuration_points_to(tmp_path):
+def test_uv_installs_a_package_only_pips_configuration_points_to_compiled_as_pip_would(tmp_path):
     wheels = tiny_wheel(tmp_path / "wheels").parent
     conf = f"[global]\nno-index = true\nfind-links = {wheels}\n"
     done = run_tool(tmp_path, conf, "--dry-run", "imgclass-tinypkg==1.0")
     assert done.returncode == 0, done.stderr
     assert "+ imgclass-tinypkg==1.0" in done.stderr  # uv's dry-run plan, not pip's "Would install"
     assert "installing with pip" not in done.stderr
+
+    site = tmp_path / "site"  # a target folder: the test leaves the project's environment alone
+    done = run_tool(tmp_path, conf, "--target", str(site), "imgclass-tinypkg==1.0")
+    assert done.returncode == 0, done.stderr
+    assert list((site / "imgclass_tinypkg" / "__pycache__").glob("__init__.*.pyc"))
 
     # Without the configuration the package is nowhere: the success above came from it.
     missing = run_tool(tmp_path, "[global]\nno-index = true\n", "--dry-run", "imgclass-tinypkg==1.0")
