@@ -3,9 +3,9 @@
 uv downloads, unpacks and compiles in parallel: `make setup` on a fresh clone takes 38 s against
 100-105 s with pip, for torch with its CUDA libraries (about 3 GB) and the rest (docs/benchmarks.md).
 uv does not read pip's configuration (pip.conf, PIP_* variables), so the settings that decide which
-files are installed (indexes, wheel folders, constraints) are read from `pip config list` and passed on. A setting with no uv equivalent
-sends the install to pip, with one line saying which; uv's own failures (a resolution error, the
-network) are reported as they are: pip would fail the same way.
+files are installed (indexes, wheel folders, constraints) are read from `pip config list` and passed
+on. A setting with no uv equivalent sends the install to pip, with one line saying which; uv's own
+failures (a resolution error, the network) are reported as they are: pip would fail the same way.
 
 Usage: python tools/uv_install.py <pip install arguments>, the ones both installers take (--quiet,
 -e, --no-deps, --dry-run, requirements). Standard library only: it runs before the install.
@@ -80,8 +80,8 @@ def uv_arguments(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     env: dict[str, str] = {}
     for option, value in settings.items():
         if option == "no-compile":
-            continue
-        if option in REPEATED:
+            pass  # read above
+        elif option in REPEATED:
             for item in value.split():
                 args += [REPEATED[option], item]
         elif option in SINGLE:
