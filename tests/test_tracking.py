@@ -226,6 +226,53 @@ def test_a_write_refused_by_a_foreign_sqlite_lock_is_retried_until_it_lands(tmp_
     assert sqlite3.connect(tmp_path / "store.db").execute("select count(*) from t").fetchone() == (1,)
 
 
+# What a tracking server answered the machine that lost the race (test_tracking_server's two machines).
+LOST_RACE = ("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+             "datasets.digest\n[SQL: INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, "
+             "dataset_source_type, dataset_source, dataset_schema, dataset_profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?)]")
+
+
+def test_a_dataset_another_machine_inserted_first_is_linked_on_the_retry(tmp_path, monkeypatch):
+    """Two machines log the same split into one server at once: the loser's insert breaks the unique
+    key; the retry finds the winner's dataset and links its own run to it."""
+    import mlflow
+    from mlflow.exceptions import RestException
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
+    split = tmp_path / "split"
+    split.mkdir()
+    for name, rows in {"train": 3, "val": 1, "test": 1}.items():
+        (split / f"{name}.csv").write_text("path,label\n" + "".join(f"a/{name}{i}.png,a\n" for i in range(rows)))
+    mlflow.set_experiment("race")
+    with mlflow.start_run() as winner:
+        mlflow_runs.log_dataset_input(mlflow_runs.split_dataset(split))
+    attempts = []
+
+    def log_as_the_loser() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RestException({"error_code": "BAD_REQUEST", "message": LOST_RACE})
+        mlflow_runs.log_dataset_input(mlflow_runs.split_dataset(split))
+
+    with mlflow.start_run() as loser:
+        mlflow_runs.locked_write(log_as_the_loser, first_wait=0.01)
+    assert len(attempts) == 2
+    client = mlflow.MlflowClient()
+    digests = [[d.dataset.digest for d in client.get_run(r.info.run_id).inputs.dataset_inputs] for r in (winner, loser)]
+    assert digests[0] == digests[1] and len(digests[0]) == 1  # one dataset row, both runs linked to it
+
+
+def test_a_unique_key_broken_elsewhere_is_a_real_conflict_not_a_race():
+    assert mlflow_runs.is_retryable_write_error(RuntimeError(LOST_RACE))
+    other = LOST_RACE.replace("INSERT INTO datasets", "INSERT INTO experiments")
+    assert not mlflow_runs.is_retryable_write_error(RuntimeError(other))
+    postgres = 'duplicate key value violates unique constraint "uq_dataset"\n[SQL: INSERT INTO datasets (...)]'
+    assert mlflow_runs.is_retryable_write_error(ValueError("wrapped")) is False
+    wrapped = ValueError("wrapped")
+    wrapped.__cause__ = RuntimeError(postgres)
+    assert mlflow_runs.is_retryable_write_error(wrapped)
+
+
 def test_errors_other_than_a_locked_store_are_not_retried(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'store.db'}")
     attempts = []

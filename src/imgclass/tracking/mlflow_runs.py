@@ -17,7 +17,8 @@ file lock beside mlflow.db, so parallel experiments take turns instead of failin
 With a tracking server (MLFLOW_TRACKING_URI=http://...) the server's database orders the writes of
 every machine, so writes take no lock; only creating a pipeline's parent run does, per machine, and
 the parent's key then names the machine and clone: two people running the same commit and params get
-a parent run each instead of sharing (or racing to create) one.
+a parent run each instead of sharing (or racing to create) one. The one race the server lets through,
+two machines inserting the same split's dataset row at once, is retried (`is_lost_dataset_race`).
 """
 
 from __future__ import annotations
@@ -139,11 +140,22 @@ def machine_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def is_locked_error(exc: BaseException) -> bool:
-    """sqlite's busy error, however MLflow or SQLAlchemy wrapped it."""
+def is_lost_dataset_race(message: str) -> bool:
+    """MLflow logs a dataset by finding its row (experiment, name, digest) or inserting it. Two
+    machines logging the same split into one server at once can both find it missing; the second
+    insert then breaks the unique key (sqlite, PostgreSQL and MySQL word it differently), and a retry
+    finds the first machine's row and links the run to it."""
+    return "INSERT INTO datasets" in message and any(
+        phrase in message for phrase in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry"))
+
+
+def is_retryable_write_error(exc: BaseException) -> bool:
+    """sqlite's busy error or a lost dataset race, however MLflow, SQLAlchemy or a server's reply
+    wrapped it: a later attempt of the same write succeeds."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if "database is locked" in str(exc) or "database table is locked" in str(exc):
+        message = str(exc)
+        if "database is locked" in message or "database table is locked" in message or is_lost_dataset_race(message):
             return True
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -153,13 +165,14 @@ def is_locked_error(exc: BaseException) -> bool:
 def locked_write(action: Callable[[], T], attempts: int = 8, first_wait: float = 0.2,
                  lock: Callable[[], contextlib.AbstractContextManager] = store_lock) -> T:
     """`action` under `lock`, retried with jittered backoff while sqlite reports a lock held by a
-    process that does not take ours (mlflow ui, imgclass register; or a server's own sqlite)."""
+    process that does not take ours (mlflow ui, imgclass register; or a server's own sqlite), or
+    after another machine won the race to insert the same dataset (`is_lost_dataset_race`)."""
     for attempt in range(attempts):
         try:
             with lock():
                 return action()
         except Exception as exc:
-            if attempt == attempts - 1 or not is_locked_error(exc):
+            if attempt == attempts - 1 or not is_retryable_write_error(exc):
                 raise
             time.sleep(first_wait * 2 ** attempt * (1 + random.random()))
     raise AssertionError("unreachable")
